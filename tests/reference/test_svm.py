@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+import torch
+
+from dltheory.data import separable_gaussian
+from dltheory.errors import ShapeError, SolverError
+from dltheory.reference import max_margin
+
+
+def test_two_symmetric_points_have_the_closed_form_svm():
+    # x = ±(3, 4): the max-margin w is x/‖x‖² (margin ‖x‖ = 5), in every norm's geometry
+    X = np.array([[3.0, 4.0], [-3.0, -4.0]])
+    y = np.array([1.0, -1.0])
+    sol = max_margin(X, y)
+    np.testing.assert_allclose(sol.w, [3 / 25, 4 / 25], atol=1e-8)
+    assert sol.margin == pytest.approx(5.0)
+    assert sorted(sol.support.tolist()) == [0, 1]
+
+
+def test_l1_and_linf_svms_match_hand_solutions():
+    X = np.array([[2.0, 1.0], [-2.0, -1.0]])
+    y = np.array([1.0, -1.0])
+    # min ‖w‖_1 s.t. 2 w1 + w2 >= 1: all weight on the largest coordinate, w = (1/2, 0)
+    np.testing.assert_allclose(max_margin(X, y, norm=1).w, [0.5, 0.0], atol=1e-7)
+    # min ‖w‖_∞ s.t. 2 w1 + w2 >= 1: w = (1/3, 1/3)
+    np.testing.assert_allclose(max_margin(X, y, norm=float("inf")).w, [1 / 3, 1 / 3], atol=1e-7)
+
+
+def test_l2_svm_satisfies_kkt_on_random_separable_data():
+    g = torch.Generator().manual_seed(3)
+    X, y, w_star = separable_gaussian(60, 8, generator=g)
+    sol = max_margin(X, y)
+    Xn, yn = X.numpy(), y.numpy()
+    # stationarity: w = Σ α_i y_i x_i ‖w‖ (multipliers of min ‖w‖), checked independently
+    np.testing.assert_allclose(sol.w, (sol.alpha * yn) @ Xn * np.linalg.norm(sol.w), atol=1e-6)
+    assert (yn * (Xn @ sol.w)).min() == pytest.approx(1.0, abs=1e-7)
+    # no unit vector separates with a larger margin than the SVM: the planted one doesn't
+    assert (yn * (Xn @ w_star.numpy())).min() <= sol.margin + 1e-9
+
+
+def test_inseparable_data_and_bad_shapes_are_clear_errors():
+    with pytest.raises(SolverError, match="not linearly separable"):
+        max_margin(np.array([[1.0], [1.0]]), np.array([1.0, -1.0]))
+    with pytest.raises(ShapeError, match="labels y must be ±1"):
+        max_margin(np.eye(2), np.array([1.0, 0.0]))
+    with pytest.raises(ShapeError, match="NaN"):
+        max_margin(np.array([[np.nan, 0.0], [1.0, 1.0]]), np.array([1.0, -1.0]))
