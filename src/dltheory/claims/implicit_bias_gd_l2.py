@@ -197,8 +197,8 @@ class ImplicitBiasGDL2(Claim):
                ("gap_T", "one_minus_cos_T", "gap_log_ratio", "rate_b", "norm_slope_ratio", "margin_ratio_T",
                 "control_gap_T", "gap_times_log_T")}
         failed = [k for k, ok in checks.items() if not ok]
-        slow = [f"seed {r.seed}: ratio {r.metrics['gap_log_ratio']:.3f}, θ={r.metrics['second_margin_theta']:.3f}"
-                for r in results
+        slow = [f"seed {r.seed}: ratio {r.metrics['gap_log_ratio']:.3f}, "
+                f"θ={r.metrics['second_margin_theta']:.3f}" for r in results
                 if r.metrics["gap_log_ratio"] >= 1 + 0.5 * (r.metrics["stalled_log_ratio"] - 1)]
         measured = (f"median over {len(m)} seeds: gap(T)={med['gap_T']:.3g} "
                     f"(1−cos={med['one_minus_cos_T']:.2g}), gap·log T={med['gap_times_log_T']:.3g}, "

@@ -164,7 +164,8 @@ class Store:
         path = resolve_store_path(path)
         if path.exists():
             if path.is_dir():
-                raise StoreError(f"store {path} is a directory; give a file path (e.g. {path}/results.sqlite)")
+                raise StoreError(f"store {path} is a directory; give a file path "
+                                 f"(e.g. {path}/results.sqlite)")
             _check_is_sqlite(path)
         elif not create:
             raise StoreError(f"no results store at {path}; run a claim first (dltheory run ID)")
