@@ -27,7 +27,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in $(wildcard bench/*.py); do echo "== $$f"; $(PY) $$f || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -34,7 +34,7 @@ def _result(**overrides):
     base = dict(gap_T=0.08, gap_T_over_10=0.1, gap_log_ratio=1.01, stalled_log_ratio=1.33,
                 norm_slope_ratio=0.97, max_margin_ratio=0.93, control_cos_to_least_squares=1.0,
                 control_gap_T=0.3, control_gap_T_over_10=0.3, one_minus_cos_T=0.003, rate_b=0.5,
-                margin_ratio_T=0.93, gap_times_log_T=0.8)
+                margin_ratio_T=0.93, gap_times_log_T=0.8, second_margin_theta=1.2)
     return Result({}, 0, "ok", {**base, **overrides}, {})
 
 
