@@ -135,8 +135,10 @@ def run(
     profile: str = typer.Option("quick", help="smoke | quick | full"),
     seeds: Optional[int] = typer.Option(None, help="Number of seeds (overrides the profile's)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config value: key=value."),
-    backend: str = typer.Option("local", help="local | process"),
-    workers: Optional[int] = typer.Option(None, help="Worker processes (process backend)."),
+    backend: str = typer.Option("local", help="local | process | ray"),
+    workers: Optional[int] = typer.Option(None, help="Worker processes (process backend) or "
+                                                     "CPUs of a local Ray cluster."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (ray backend)."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     store_path: Optional[Path] = StoreOpt,
     fresh: bool = typer.Option(False, "--fresh", help="Re-run runs already in the store."),
@@ -148,7 +150,8 @@ def run(
     claim = get_claim(claim_id)
     store = Store.open(store_path)
     cr = _run_one(claim.id, store, not as_json, profile=profile, seeds=seeds, overrides=set_,
-                  backend=backend, workers=workers, device=device, resume=not fresh)
+                  backend=backend, workers=workers, device=device, resume=not fresh,
+                  address=address)
     _echo(json.dumps(cr.to_dict(), indent=1, ensure_ascii=False) if as_json else _verdict_line(cr))
 
 
@@ -156,8 +159,10 @@ def run(
 def reproduce(
     profile: str = typer.Option("quick", help="smoke | quick | full"),
     only: List[str] = typer.Option([], "--only", help="Only these claim ids (repeatable)."),
-    backend: str = typer.Option("local", help="local | process"),
-    workers: Optional[int] = typer.Option(None, help="Worker processes (process backend)."),
+    backend: str = typer.Option("local", help="local | process | ray"),
+    workers: Optional[int] = typer.Option(None, help="Worker processes (process backend) or "
+                                                     "CPUs of a local Ray cluster."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (ray backend)."),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
     store_path: Optional[Path] = StoreOpt,
     out: Optional[Path] = typer.Option(None, help="Report folder (default: beside the store)."),
@@ -177,7 +182,7 @@ def reproduce(
     done = []
     for claim_id in claim_ids:
         cr = _run_one(claim_id, store, not as_json, profile=profile, backend=backend,
-                      workers=workers, device=device, resume=not fresh)
+                      workers=workers, device=device, resume=not fresh, address=address)
         done.append(cr)
         if not as_json:
             _echo(_verdict_line(cr))

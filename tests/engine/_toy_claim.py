@@ -25,6 +25,9 @@ class ToyClaim(Claim):
                                 {"d": [3, 5]}), list(range(n_seeds)), profile, self.id)
 
     def run(self, config, seed, device):
+        piddir = os.environ.get("TOY_PIDDIR")
+        if piddir:  # lets a test find (and kill) the worker running this
+            open(os.path.join(piddir, str(os.getpid())), "w").close()
         time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
         if seed == config["fail_seed"]:
             raise RuntimeError("planned failure")

@@ -90,7 +90,7 @@ def save_figure(claim: Claim, results: Results, path: Path) -> Path | None:
 
 def run_claim(claim: Claim, store: Store, *, profile: str = "quick", seeds: int | None = None,
               overrides: Iterable[str] = (), backend: str = "local", workers: int | None = None,
-              device: str = "cpu", resume: bool = True,
+              device: str = "cpu", resume: bool = True, address: str | None = None,
               on_rows: Callable[[list[RunRow]], None] | None = None,
               on_start: Callable[[int], None] | None = None) -> ClaimRun:
     """Execute the claim's sweep, judge the stored results and record the verdict."""
@@ -98,7 +98,7 @@ def run_claim(claim: Claim, store: Store, *, profile: str = "quick", seeds: int 
     if on_start:
         on_start(len(sweep))
     outcome = execute(claim, sweep, store, backend=backend, workers=workers, device=device,
-                      resume=resume, on_rows=on_rows)
+                      resume=resume, on_rows=on_rows, address=address)
     results = results_from_rows(store.runs(outcome.keys))
     verdict = judge(claim, results)
     figure = save_figure(claim, results, store.path.parent / "figures" / f"{claim.id}-{profile}.png")

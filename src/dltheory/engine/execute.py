@@ -8,6 +8,7 @@ Backends
 ``local``   in this process, one group after another.
 ``process`` a pool of worker processes (spawn start method: no state leaks from the
             parent, the same code path as a cluster node).
+``ray``     Ray tasks on a local or existing cluster (optional extra ``dltheory[ray]``).
 
 A *group* is (config, seeds): a claim that says ``batched = True`` runs it as one
 computation (``run_batch``); otherwise each seed is its own task.
@@ -31,7 +32,7 @@ from dltheory.engine.store import RunKey, RunRow, Store, code_version, host, now
 from dltheory.engine.sweep import Sweep, config_hash
 from dltheory.errors import ConfigError, DeviceError
 
-BACKENDS = ("local", "process")
+BACKENDS = ("local", "process", "ray")
 
 
 @dataclass
@@ -63,6 +64,10 @@ def check_device(device: str) -> str:
 def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend == "ray":
+        from dltheory.engine.ray_backend import check_ray
+
+        check_ray()
     return backend
 
 
@@ -145,7 +150,8 @@ def _tasks(claim: Any, sweep: Sweep, pending: set[RunKey], version: str):
 
 def execute(claim: Any, sweep: Sweep, store: Store, *, backend: str = "local",
             workers: int | None = None, device: str = "cpu", resume: bool = True,
-            on_rows: Callable[[list[RunRow]], None] | None = None) -> SweepOutcome:
+            on_rows: Callable[[list[RunRow]], None] | None = None,
+            address: str | None = None) -> SweepOutcome:
     """Run every pending run of ``sweep`` on ``backend`` and store each as it finishes."""
     check_backend(backend)
     check_device(device)
@@ -169,8 +175,12 @@ def execute(claim: Any, sweep: Sweep, store: Store, *, backend: str = "local",
     if backend == "local" or not tasks:
         for config, seeds in tasks:
             record(run_group(claim, config, seeds, sweep.profile, device, version))
-    else:
+    elif backend == "process":
         _run_process_pool(claim, sweep, tasks, device, version, workers, record)
+    else:
+        from dltheory.engine.ray_backend import run_ray
+
+        run_ray(claim, sweep, tasks, device, version, workers, record, address)
 
     return SweepOutcome(sweep_id, keys, len(done), wall_s=time.perf_counter() - t0)
 
