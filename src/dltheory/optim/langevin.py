@@ -1,0 +1,56 @@
+"""Noisy gradient descent: the Euler–Maruyama discretization of Langevin dynamics."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+from dltheory.optim._common import _check_generator, _check_nonnegative, _check_positive, _evaluate
+
+
+class NoisyGD(Optimizer):
+    r"""Gradient descent with isotropic Gaussian noise (unadjusted Langevin algorithm).
+
+    .. math:: w_{t+1} = w_t - \eta \nabla L(w_t) + \sqrt{2\eta/\beta}\; \xi_t,
+              \qquad \xi_t \sim \mathcal N(0, I)
+
+    For small η the iterates sample approximately from the Gibbs measure
+    ``∝ exp(−β L(w))``; β is the inverse temperature.
+
+    Parameters
+    ----------
+    params : iterable of tensors or parameter groups.
+    lr : step size η ≥ 0.
+    beta : inverse temperature β > 0 (``float("inf")`` is not allowed: use :class:`GD`).
+    generator : the ``torch.Generator`` the noise is drawn from (on the parameters' device).
+
+    References
+    ----------
+    Welling, Teh, "Bayesian learning via stochastic gradient Langevin dynamics", ICML 2011.
+    Raginsky, Rakhlin, Telgarsky, "Non-convex learning via stochastic gradient Langevin
+    dynamics: a nonasymptotic analysis", COLT 2017.
+    Mei, Montanari, Nguyen, "A mean field view of the landscape of two-layer neural
+    networks", PNAS 2018 (noisy GD on the particles of a two-layer network).
+    """
+
+    def __init__(self, params, lr: float, beta: float, *, generator: torch.Generator):
+        _check_nonnegative("learning rate", lr)
+        _check_positive("inverse temperature beta", beta)
+        _check_generator(generator)
+        self.generator = generator
+        super().__init__(params, dict(lr=lr, beta=beta))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One Langevin step; ``closure`` (optional) re-evaluates the loss and its gradient."""
+        loss = _evaluate(closure)
+        for group in self.param_groups:
+            noise_scale = math.sqrt(2.0 * group["lr"] / group["beta"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                xi = torch.randn(p.shape, generator=self.generator, dtype=p.dtype, device=p.device)
+                p.add_(p.grad, alpha=-group["lr"]).add_(xi, alpha=noise_scale)
+        return loss
