@@ -1,0 +1,38 @@
+"""Non-convex problems with known ground truth, behind one small interface.
+
+Every problem is a :class:`Problem`: ``loss(params)``, ``init(generator, scale)``,
+``ground_truth``, ``global_min_value``, ``recovery_error(params)`` (up to the problem's
+symmetry), ``success(params)`` and ``manifold``. Instances are drawn from an explicit
+``torch.Generator`` and take ``dtype``/``device``.
+"""
+
+from dltheory.problems.base import Problem
+from dltheory.problems.completion import MatrixCompletion, RobustPCA
+from dltheory.problems.dictionary_learning import DictionaryLearning
+from dltheory.problems.low_rank_approximation import LowRankApproximation
+from dltheory.problems.maxcut import MaxCutBurerMonteiro
+from dltheory.problems.phase_retrieval import PhaseRetrieval
+from dltheory.problems.saddle import StrictSaddle
+from dltheory.problems.sensing import (
+    AsymmetricMatrixSensing,
+    CovarianceEstimation,
+    MatrixSensing,
+    QuadraticNetwork,
+)
+from dltheory.problems.tensor_decomposition import OrthogonalTensorDecomposition
+
+__all__ = [
+    "AsymmetricMatrixSensing",
+    "CovarianceEstimation",
+    "DictionaryLearning",
+    "LowRankApproximation",
+    "MatrixCompletion",
+    "MatrixSensing",
+    "MaxCutBurerMonteiro",
+    "OrthogonalTensorDecomposition",
+    "PhaseRetrieval",
+    "Problem",
+    "QuadraticNetwork",
+    "RobustPCA",
+    "StrictSaddle",
+]
