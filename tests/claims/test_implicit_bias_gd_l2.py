@@ -8,11 +8,13 @@ CLAIM = get_claim("implicit-bias-gd-l2")
 SHORT = {**CLAIM.sweep("smoke").configs[0], "steps": 2000}
 
 
-def test_batched_seeds_equal_each_seed_run_alone():
-    together = CLAIM.run_batch(SHORT, [0, 1, 2], "cpu")
-    alone = CLAIM.run_batch(SHORT, [1], "cpu")
-    assert together[1].metrics == alone[0].metrics
-    assert together[1].curves == alone[0].curves
+def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit():
+    seeds = list(range(9))
+    together = CLAIM.run_batch(SHORT, seeds, "cpu")
+    for seed, batched in zip(seeds, together):
+        alone = CLAIM.run_batch(SHORT, [seed], "cpu")[0]
+        assert batched.metrics == alone.metrics, seed
+        assert batched.curves == alone.curves, seed
     assert together[0].metrics != together[1].metrics
 
 

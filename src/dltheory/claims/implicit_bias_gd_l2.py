@@ -43,6 +43,40 @@ def _checkpoints(steps: int, count: int) -> list[int]:
     return sorted(set(np.unique(np.logspace(0, math.log10(steps), count).astype(int)).tolist()))
 
 
+class _SeedRefs:
+    """One seed's data, step sizes and references, as unbatched tensors."""
+
+    def __init__(self, X, y, u_hat, svm_margin, lr_log, lr_sq):
+        self.X, self.y, self.u_hat, self.svm_margin = X, y, u_hat, svm_margin
+        self.lr_log, self.lr_sq = lr_log, lr_sq
+
+    @classmethod
+    def build(cls, X: torch.Tensor, y: torch.Tensor, svm, lr_scale: float) -> "_SeedRefs":
+        w_hat = torch.tensor(svm.w, device=X.device)
+        # The mean logistic loss is β-smooth with β = σ_max(X)²/(4n); the square loss
+        # (1/2n)‖Xw − y‖² is σ_max(X)²/n-smooth. Step = lr_scale/β for each, with the 1/n
+        # of the mean folded in.
+        sigma2 = torch.linalg.matrix_norm(X, ord=2) ** 2
+        return cls(X, y, w_hat / w_hat.norm(), svm.margin, lr_scale * 4.0 / sigma2,
+                   lr_scale / sigma2)
+
+    def measure(self, w: torch.Tensor, v: torch.Tensor, out: dict[str, list[float]]) -> None:
+        u, uv = w / w.norm(), v / v.norm()
+        out["gap"].append(float((u - self.u_hat).norm()))
+        # Elementwise products and torch reductions, not BLAS dot/gemv, whose result can
+        # depend on the memory alignment of the operands (MKL without CNR mode).
+        out["one_minus_cos"].append(float(1 - (u * self.u_hat).sum()))
+        out["norm"].append(float(w.norm()))
+        out["margin_ratio"].append(float((self.y * (self.X * u).sum(1)).min()) / self.svm_margin)
+        out["control_gap"].append(float((uv - self.u_hat).norm()))
+
+    def cos_to_least_squares(self, v: torch.Tensor) -> float:
+        """cos(v, w_LS): the control's own closed-form limit, w_LS = (XᵀX)⁻¹Xᵀy."""
+        # gelsd (SVD): the default gelsy gives run-to-run differences in the last bits.
+        w_ls = torch.linalg.lstsq(self.X, self.y[:, None], driver="gelsd").solution[:, 0]
+        return float((v * w_ls).sum() / (v.norm() * w_ls.norm()))
+
+
 class ImplicitBiasGDL2(Claim):
     id = "implicit-bias-gd-l2"
     title = "GD on separable data → ℓ2 max-margin direction"
@@ -97,47 +131,45 @@ class ImplicitBiasGDL2(Claim):
         # rate t^−(θ−1) (Soudry et al., proof of Thm 3): θ near 1 means a long transient.
         thetas = [float(np.delete((y.numpy() * (X.numpy() @ s.w)), s.support).min())
                   for (X, y, _), s in zip(data, svms)]
-        X = torch.stack([X for X, _, _ in data]).to(device)  # (S, n, d)
-        y = torch.stack([y for _, y, _ in data]).to(device)[:, :, None]  # (S, n, 1)
+        # Everything outside the batched GD loop is computed seed by seed on unbatched
+        # tensors, so a seed's numbers are bit-identical whatever batch it runs in.
+        per_seed = [_SeedRefs.build(X.to(device), y.to(device), svm, config["lr_scale"])
+                    for (X, y, _), svm in zip(data, svms)]
+        # Zero rows pad n to a multiple of 64 (they add exact zeros to every sum): then every
+        # element of the elementwise kernels (sigmoid) takes the SIMD path for any batch size,
+        # where an unpadded tensor would send a size-dependent tail through the scalar path,
+        # which rounds differently.
+        pad = -n % 64
+        X = torch.nn.functional.pad(torch.stack([r.X for r in per_seed]), (0, 0, 0, pad))
+        y = torch.nn.functional.pad(torch.stack([r.y for r in per_seed]), (0, pad))[:, :, None]
         Z = y * X  # rows y_i x_i
         Zt, Xt = Z.transpose(1, 2).contiguous(), X.transpose(1, 2).contiguous()
-        w_hat = torch.tensor(np.stack([s.w for s in svms]), device=device)  # (S, d)
-        u_hat = w_hat / w_hat.norm(dim=1, keepdim=True)
-        # The mean logistic loss is β-smooth with β = σ_max(X)²/(4n); the square loss
-        # (1/2n)‖Xw − y‖² is σ_max(X)²/n-smooth. Step = lr_scale/β for each.
-        sigma2 = torch.linalg.matrix_norm(X, ord=2) ** 2
-        lr_log = (config["lr_scale"] * 4.0 / sigma2)[:, None, None]  # η/n folded in
-        lr_sq = (config["lr_scale"] / sigma2)[:, None, None]
-        w = torch.zeros(len(seeds), d, 1, dtype=torch.float64, device=device)
+        yt = y.transpose(1, 2)
+        lr_log = torch.stack([r.lr_log for r in per_seed])[:, None, None]
+        lr_sq = torch.stack([r.lr_sq for r in per_seed])[:, None, None]
+        # Products as broadcast-multiply + sum over the contiguous last axis, not bmm: a
+        # batched GEMM (or a strided reduction) may pick another kernel for another batch
+        # size, and a seed's numbers must not depend on its batch-mates.
+        w = torch.zeros(len(seeds), 1, d, dtype=torch.float64, device=device)
         v = torch.zeros_like(w)
         marks = _checkpoints(steps, config["checkpoints"])
         mark_set = set(marks)
-        curves: dict[str, list[list[float]]] = {k: [] for k in
-                                                 ("gap", "one_minus_cos", "norm", "margin_ratio",
-                                                  "control_gap")}
-        svm_margin = torch.tensor([s.margin for s in svms], device=device)
+        curves: list[dict[str, list[float]]] = [
+            {k: [] for k in ("gap", "one_minus_cos", "norm", "margin_ratio", "control_gap")}
+            for _ in seeds]
         for t in range(1, steps + 1):
             # w ← w + η (1/n) Σ_i σ(−y_i⟨w, x_i⟩) y_i x_i        (logistic loss)
-            w.add_(lr_log * torch.bmm(Zt, torch.sigmoid(torch.bmm(Z, w).neg_())))
+            coef = torch.sigmoid((Z * w).sum(2).neg_())[:, None, :]  # (S, 1, n)
+            w.add_(lr_log * (Zt * coef).sum(2)[:, None, :])
             # v ← v − η (1/n) Xᵀ(Xv − y)                         (square loss, the control)
-            v.sub_(lr_sq * torch.bmm(Xt, torch.bmm(X, v).sub_(y)))
+            resid = (X * v).sum(2)[:, None, :].sub_(yt)  # (S, 1, n)
+            v.sub_(lr_sq * (Xt * resid).sum(2)[:, None, :])
             if t in mark_set:
-                wv, vv = w[:, :, 0], v[:, :, 0]
-                u = wv / wv.norm(dim=1, keepdim=True)
-                uv = vv / vv.norm(dim=1, keepdim=True)
-                margin = (torch.bmm(Z, u[:, :, None])[:, :, 0]).min(dim=1).values
-                curves["gap"].append((u - u_hat).norm(dim=1).tolist())
-                curves["one_minus_cos"].append((1 - (u * u_hat).sum(1)).tolist())
-                curves["norm"].append(wv.norm(dim=1).tolist())
-                curves["margin_ratio"].append((margin / svm_margin).tolist())
-                curves["control_gap"].append((uv - u_hat).norm(dim=1).tolist())
-        # The control's own closed-form limit: the least-squares solution (Xᵀ X)⁻¹ Xᵀ y.
-        w_ls = torch.linalg.lstsq(X, y).solution[:, :, 0]
-        cos_ls = torch.nn.functional.cosine_similarity(v[:, :, 0], w_ls, dim=1)
+                for i, refs in enumerate(per_seed):
+                    refs.measure(w[i, 0].clone(), v[i, 0].clone(), curves[i])
         outcomes = []
-        for i, svm in enumerate(svms):
-            per = {k: [row[i] for row in rows] for k, rows in curves.items()}
-            outcome = self._summarize(marks, per, svm, float(cos_ls[i]))
+        for i, (refs, svm) in enumerate(zip(per_seed, svms)):
+            outcome = self._summarize(marks, curves[i], svm, refs.cos_to_least_squares(v[i, 0].clone()))
             outcome.metrics["second_margin_theta"] = thetas[i]
             outcomes.append(outcome)
         return outcomes

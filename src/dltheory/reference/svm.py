@@ -18,6 +18,7 @@ geometry", ICML 2018 (the ℓp max-margin problems steepest descent converges to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -63,6 +64,32 @@ def _as_numpy(X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+@lru_cache(maxsize=32)
+def _problem(n: int, d: int, p: float):
+    """Problem (P) for data of shape (n, d), with the data as a cvxpy Parameter.
+
+    Built once per shape and norm (DPP), so each further solve skips canonicalization —
+    most of the cost of a small SVM — which matters when a sweep solves one per seed.
+    """
+    import cvxpy as cp
+
+    w = cp.Variable(d)
+    Z = cp.Parameter((n, d))
+    constraint = Z @ w >= 1
+    if p == 2:
+        # The QP form is solved to higher accuracy than the SOCP; its multipliers are
+        # ‖w‖ times those of (P).
+        problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(w)), [constraint])
+    else:
+        problem = cp.Problem(cp.Minimize(cp.norm(w, p)), [constraint])
+    # The first solve of a DPP problem canonicalizes by another path than later solves and
+    # returns an answer differing in the last bits; solve a trivially separable instance
+    # once so every real solve takes the same (cached) path and is reproducible.
+    Z.value = np.ones((n, d))
+    problem.solve(solver=cp.CLARABEL)
+    return problem, Z, w, constraint
+
+
 def max_margin(X, y, norm: float = 2.0, *, tol: float = 1e-6) -> MaxMarginSolution:
     """The hard-margin SVM direction in the ℓ``norm`` norm (no bias term).
 
@@ -92,15 +119,9 @@ def max_margin(X, y, norm: float = 2.0, *, tol: float = 1e-6) -> MaxMarginSoluti
         raise ShapeError(f"max_margin: norm must be >= 1 (got {norm})")
     q = np.inf if p == 1 else (1.0 if np.isinf(p) else p / (p - 1))
     n, d = X.shape
-    w = cp.Variable(d)
     Z = y[:, None] * X
-    constraint = Z @ w >= 1
-    if p == 2:
-        # The QP form is solved to higher accuracy than the SOCP; its multipliers are
-        # ‖w‖ times those of (P).
-        problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(w)), [constraint])
-    else:
-        problem = cp.Problem(cp.Minimize(cp.norm(w, p)), [constraint])
+    problem, Z_param, w, constraint = _problem(n, d, p)
+    Z_param.value = Z
     try:
         # Clarabel (interior point) to tight tolerances: OSQP's first-order answers miss the
         # KKT check by 1e-5 on ordinary data.
