@@ -9,11 +9,11 @@ loss ``loss(params)``.
 
 from dltheory.optim.admm import ADMM
 from dltheory.optim.coordinate_descent import CoordinateDescent
+from dltheory.optim.driver import MinimizeResult, minimize
 from dltheory.optim.gd import GD
 from dltheory.optim.label_noise import LabelNoise
 from dltheory.optim.langevin import NoisyGD
 from dltheory.optim.manifolds import Manifold, Oblique, Sphere, Stiefel, make_manifold
-from dltheory.optim.minimize import MinimizeResult, minimize
 from dltheory.optim.mirror_descent import (
     Entropy,
     Euclidean,

@@ -60,8 +60,8 @@ class _SingleGroup:
     def add_param_group(self, param_group):
         if self.param_groups:
             raise ValueError(
-                f"{type(self).__name__} treats all parameters as one vector and takes a single "
-                "parameter group"
+                f"Invalid second parameter group: {type(self).__name__} treats all parameters as one "
+                "vector and takes a single parameter group"
             )
         super().add_param_group(param_group)
 

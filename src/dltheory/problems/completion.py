@@ -91,8 +91,6 @@ class RobustPCA(_SymmetricLowRank):
     recovery", Information and Inference 2024.
     """
 
-    tolerance = 1e-2
-
     def __init__(self, n: int, rank: int, corruption: float, *, width: int | None = None,
                  outlier_scale: float = 10.0, generator: torch.Generator, dtype=torch.float64, device="cpu"):
         super().__init__(n, rank, width, generator, dtype, device)

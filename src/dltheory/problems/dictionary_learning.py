@@ -81,4 +81,5 @@ class DictionaryLearning(Problem):
     def recovery_error(self, params):
         _check_shape("DictionaryLearning", "q", params, (self.n,))
         q = params.detach()
-        return float(torch.sqrt(torch.clamp(q @ q + 1 - 2 * (q @ self.dictionary).abs().max(), min=0)))
+        columns = self.dictionary.mT
+        return float(torch.minimum((q - columns).norm(dim=1), (q + columns).norm(dim=1)).min())

@@ -65,8 +65,9 @@ class OrthogonalTensorDecomposition(Problem):
     def recovery_error(self, params):
         _check_shape("OrthogonalTensorDecomposition", "U", params, (self.d, self.d))
         U = params.detach()
-        # distance from u_i to ±a_l is √(2 − 2|⟨u_i, a_l⟩|) for unit vectors; match rows to components
-        distance = torch.sqrt(torch.clamp(
-            (U ** 2).sum(1, keepdim=True) + 1 - 2 * (U @ self.components.mT).abs(), min=0))
+        difference = U[:, None, :] - self.components[None, :, :]
+        total = U[:, None, :] + self.components[None, :, :]
+        # distance[i, l] = min(‖u_i − a_l‖, ‖u_i + a_l‖): components are defined up to sign
+        distance = torch.minimum(difference.norm(dim=-1), total.norm(dim=-1))
         rows, cols = linear_sum_assignment(distance.cpu().numpy())
         return float(distance[rows, cols].max())
