@@ -72,8 +72,10 @@ class _SeedRefs:
 
     def cos_to_least_squares(self, v: torch.Tensor) -> float:
         """cos(v, w_LS): the control's own closed-form limit, w_LS = (XᵀX)⁻¹Xᵀy."""
-        # gelsd (SVD): the default gelsy gives run-to-run differences in the last bits.
-        w_ls = torch.linalg.lstsq(self.X, self.y[:, None], driver="gelsd").solution[:, 0]
+        # gelsd (SVD) on CPU: the default gelsy gives run-to-run differences in the last
+        # bits. CUDA has only gels (QR).
+        driver = "gelsd" if self.X.device.type == "cpu" else "gels"
+        w_ls = torch.linalg.lstsq(self.X, self.y[:, None], driver=driver).solution[:, 0]
         return float((v * w_ls).sum() / (v.norm() * w_ls.norm()))
 
 
