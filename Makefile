@@ -29,7 +29,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	@for f in $(wildcard bench/*.py); do echo "== $$f"; $(PY) $$f || exit 1; done
+	$(PY) bench/all.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -1,0 +1,42 @@
+"""The whole quick profile: wall time per claim (fresh store), against the 15-minute budget.
+
+    python bench/quick_profile.py [--only ID ...] [--profile quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from dltheory.claims import all_claims
+from dltheory.claims.runner import run_claim
+from dltheory.engine import Store
+
+BUDGET_S = 15 * 60
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--profile", default="quick")
+    args = parser.parse_args()
+    print(f"# {args.profile} profile, one claim after another in a fresh store")
+    print(f"{'claim':40s} {'wall s':>8s} {'runs':>5s}  verdict")
+    total = 0.0
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "r.sqlite") as store:
+        for claim_id, claim in all_claims().items():
+            if args.only and claim_id not in args.only:
+                continue
+            t0 = time.perf_counter()
+            cr = run_claim(claim, store, profile=args.profile)
+            wall = time.perf_counter() - t0
+            total += wall
+            print(f"{claim_id:40s} {wall:8.1f} {len(cr.results):5d}  {cr.verdict.label}", flush=True)
+    print(f"{'total':40s} {total:8.1f}        budget {BUDGET_S} s: "
+          f"{'within' if total <= BUDGET_S else 'OVER'} ({total / BUDGET_S:.0%})")
+
+
+if __name__ == "__main__":
+    main()
