@@ -24,6 +24,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 StoreOpt = typer.Option(None, "--store", help="Results store (default $DLTHEORY_STORE or "
                                               "./dltheory-results/results.sqlite).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of text.")
+ProfileOpt = typer.Option("quick", help="smoke | quick | full")
+BackendOpt = typer.Option("local", help="local | process | ray")
+WorkersOpt = typer.Option(None, help="Worker processes (process backend) or CPUs of a local "
+                                     "Ray cluster.")
+AddressOpt = typer.Option(None, help="Ray cluster address HOST:PORT (ray backend).")
+DeviceOpt = typer.Option("cpu", help="cpu | cuda | cuda:N")
+FreshOpt = typer.Option(False, "--fresh", help="Re-run runs already in the store.")
 
 
 def _echo(text: str = "") -> None:
@@ -132,16 +139,15 @@ def show(claim_id: str = typer.Argument(..., metavar="ID"), store_path: Optional
 @app.command("run")
 def run(
     claim_id: str = typer.Argument(..., metavar="ID"),
-    profile: str = typer.Option("quick", help="smoke | quick | full"),
+    profile: str = ProfileOpt,
     seeds: Optional[int] = typer.Option(None, help="Number of seeds (overrides the profile's)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config value: key=value."),
-    backend: str = typer.Option("local", help="local | process | ray"),
-    workers: Optional[int] = typer.Option(None, help="Worker processes (process backend) or "
-                                                     "CPUs of a local Ray cluster."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (ray backend)."),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    backend: str = BackendOpt,
+    workers: Optional[int] = WorkersOpt,
+    address: Optional[str] = AddressOpt,
+    device: str = DeviceOpt,
     store_path: Optional[Path] = StoreOpt,
-    fresh: bool = typer.Option(False, "--fresh", help="Re-run runs already in the store."),
+    fresh: bool = FreshOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run one claim's sweep, judge it and draw its figure."""
@@ -157,19 +163,18 @@ def run(
 
 @app.command("reproduce")
 def reproduce(
-    profile: str = typer.Option("quick", help="smoke | quick | full"),
+    profile: str = ProfileOpt,
     only: List[str] = typer.Option([], "--only", help="Only these claim ids (repeatable)."),
-    backend: str = typer.Option("local", help="local | process | ray"),
-    workers: Optional[int] = typer.Option(None, help="Worker processes (process backend) or "
-                                                     "CPUs of a local Ray cluster."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (ray backend)."),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    backend: str = BackendOpt,
+    workers: Optional[int] = WorkersOpt,
+    address: Optional[str] = AddressOpt,
+    device: str = DeviceOpt,
     store_path: Optional[Path] = StoreOpt,
     out: Optional[Path] = typer.Option(None, help="Report folder (default: beside the store)."),
     readme: Optional[Path] = typer.Option(
         None, help="Also record the verdicts (docs/quick-verdicts.json) and rewrite this "
                    "README's claims table (quick profile only)."),
-    fresh: bool = typer.Option(False, "--fresh", help="Re-run runs already in the store."),
+    fresh: bool = FreshOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run every claim (or --only some), then write the HTML report."""
