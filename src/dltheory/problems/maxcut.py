@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-
 import math
+import warnings
 from functools import cached_property
 
 import numpy as np
