@@ -104,3 +104,15 @@ def test_unknown_backend_and_bad_workers_are_user_errors(tmp_path, backend):
             run_claim(CLAIM, store, profile="smoke", backend="mpi")
         with pytest.raises(ConfigError, match="--workers"):
             run_claim(CLAIM, store, profile="smoke", backend=backend, workers=0)
+
+
+def test_a_batched_claims_seeds_split_over_workers_give_the_local_numbers(tmp_path):
+    from dltheory.claims import get_claim
+
+    claim = get_claim("implicit-bias-gd-l2")
+    overrides = ["steps=2000"]
+    with Store.open(tmp_path / "a.sqlite") as a, Store.open(tmp_path / "b.sqlite") as b:
+        local = run_claim(claim, a, profile="smoke", seeds=4, overrides=overrides)
+        pooled = run_claim(claim, b, profile="smoke", seeds=4, overrides=overrides,
+                           backend="process", workers=2)
+    assert {r.seed: r.metrics for r in local.results} == {r.seed: r.metrics for r in pooled.results}

@@ -114,6 +114,9 @@ class Claim:
     title, source, statement : what the claim is and where it comes from (full citation).
     criterion : what the numbers must show, in words; ``judge`` is the same in code.
     batched : whether ``run_batch`` computes all seeds of a config as one computation.
+        A batched claim must give every seed exactly the numbers it gets alone
+        (``run_batch(c, seeds)[i] == run_batch(c, [seeds[i]])[0]``, bit for bit on CPU): the
+        engine may split seeds across workers, and resuming may rerun only some of them.
     """
 
     id: str = ""

@@ -133,8 +133,14 @@ def _worker_run(module: str, config: Mapping[str, Any], seeds: Sequence[int], pr
     return run_group(_load_claim(module), config, seeds, profile, device, version)
 
 
-def _tasks(claim: Any, sweep: Sweep, pending: set[RunKey], version: str):
-    """(config, seeds) tasks covering the pending runs: one per group if batched, else per seed."""
+def _tasks(claim: Any, sweep: Sweep, pending: set[RunKey], version: str, parts: int = 1):
+    """(config, seeds) tasks covering the pending runs.
+
+    A batched claim's pending seeds of one config form one task, split into ``parts``
+    chunks so a pool's workers share them: the claim contract requires ``run_batch`` to give
+    each seed the numbers it gets alone, so chunking changes no result. An unbatched claim
+    gets one task per seed.
+    """
     for config, seeds in sweep.groups():
         chash = config_hash(config)
         todo = [s for s in seeds
@@ -142,7 +148,9 @@ def _tasks(claim: Any, sweep: Sweep, pending: set[RunKey], version: str):
         if not todo:
             continue
         if getattr(claim, "batched", False):
-            yield config, todo
+            size = -(-len(todo) // max(1, parts))
+            for i in range(0, len(todo), size):
+                yield config, todo[i:i + size]
         else:
             for s in todo:
                 yield config, [s]
@@ -163,7 +171,10 @@ def execute(claim: Any, sweep: Sweep, store: Store, *, backend: str = "local",
     done = store.finished_ok(keys) if resume else set()
     pending = set(keys) - done
     sweep_id = store.begin_sweep(claim.id, sweep.profile, version, keys)
-    tasks = list(_tasks(claim, sweep, pending, version))
+    # Spread a batched claim's seeds over the pool when there are fewer configs than workers.
+    n_workers = workers or (os.cpu_count() or 1)
+    parts = 1 if backend == "local" else max(1, n_workers // max(1, len(sweep.configs)))
+    tasks = list(_tasks(claim, sweep, pending, version, parts))
     t0 = time.perf_counter()
 
     def record(rows: list[RunRow]) -> None:
