@@ -1,5 +1,22 @@
 """Reference solvers (cvxpy): the answers theorems predict, with certified optimality."""
 
+from dltheory.reference.bregman import BregmanSolution, min_bregman_interpolation
+from dltheory.reference.homogeneous import KKTResidual, homogeneous_kkt_residual
+from dltheory.reference.nuclear import (
+    NuclearNormSolution,
+    min_nuclear_norm,
+    min_nuclear_norm_completion,
+)
 from dltheory.reference.svm import MaxMarginSolution, max_margin
 
-__all__ = ["MaxMarginSolution", "max_margin"]
+__all__ = [
+    "BregmanSolution",
+    "KKTResidual",
+    "MaxMarginSolution",
+    "NuclearNormSolution",
+    "homogeneous_kkt_residual",
+    "max_margin",
+    "min_bregman_interpolation",
+    "min_nuclear_norm",
+    "min_nuclear_norm_completion",
+]

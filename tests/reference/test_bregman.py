@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from dltheory.errors import ShapeError, SolverError
+from dltheory.optim import make_potential
+from dltheory.reference import min_bregman_interpolation
+
+
+def _problem(seed=0, n=6, d=20):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    w_true = np.abs(rng.standard_normal(d))
+    return X, X @ w_true, 0.1 + np.abs(rng.standard_normal(d))
+
+
+def test_l2_potential_gives_the_closed_form_projection():
+    X, y, w0 = _problem()
+    sol = min_bregman_interpolation(X, y, w0, "l2")
+    np.testing.assert_allclose(sol.w, w0 + np.linalg.pinv(X) @ (y - X @ w0), atol=1e-10)
+
+
+def test_entropy_projection_onto_the_simplex_is_normalization():
+    w0 = np.array([0.5, 2.0, 1.5, 1.0])
+    sol = min_bregman_interpolation(np.ones((1, 4)), np.array([1.0]), w0, "entropy")
+    np.testing.assert_allclose(sol.w, w0 / w0.sum(), atol=1e-12)
+
+
+def test_lp_with_one_constraint_from_zero_matches_the_hand_solution():
+    # ∇ψ(w) = ν a  ⇒  w = sign(a)|ν a|^{1/(p−1)}; scale ν so that ⟨a, w⟩ = 1
+    a, p = np.array([1.0, -2.0, 0.5]), 3.0
+    shape = np.sign(a) * np.abs(a) ** (1 / (p - 1))
+    expected = shape / (a @ shape)
+    sol = min_bregman_interpolation(a[None], np.array([1.0]), np.zeros(3), "lp", p=p)
+    np.testing.assert_allclose(sol.w, expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("potential, kw", [("entropy", {}), ("l2", {}), ("lp", dict(p=3.0)),
+                                           ("lp", dict(p=1.5)), ("hypentropy", dict(beta=0.3))])
+def test_solution_is_certified_and_beats_other_interpolants(potential, kw):
+    X, y, w0 = _problem(seed=1)
+    sol = min_bregman_interpolation(X, y, w0, potential, **kw)
+    assert sol.residual < 1e-9 and sol.gap < 1e-9
+    psi = make_potential(potential, **kw)  # the optimizers' own potential, as a cross-check
+    divergence = lambda w: float(psi.bregman(torch.tensor(w), torch.tensor(w0)))
+    assert divergence(sol.w) == pytest.approx(sol.divergence, rel=1e-9)
+    # moving along the null space of X keeps interpolating and can only increase D_ψ
+    null = np.linalg.svd(X)[2][-1]
+    for step in (1e-3, -1e-3):
+        assert divergence(sol.w + step * null) > sol.divergence
+
+
+def test_hypentropy_tends_to_l2_for_large_beta():
+    X, y, w0 = _problem(seed=2)
+    # D_ψβ ≈ (1/2β)‖w − w0‖² when |w| ≪ β: the same minimizer as the Euclidean potential
+    l2 = min_bregman_interpolation(X, y, w0, "l2").w
+    hyp = min_bregman_interpolation(X, y, w0, "hypentropy", beta=1e4).w
+    np.testing.assert_allclose(hyp, l2, atol=1e-5)
+
+
+def test_infeasible_and_bad_inputs_are_clear_errors():
+    # w1 + w2 = −1 has no positive solution: the entropy problem is infeasible
+    with pytest.raises(SolverError, match="domain of the entropy"):
+        min_bregman_interpolation(np.ones((1, 2)), np.array([-1.0]), np.ones(2), "entropy")
+    with pytest.raises(ShapeError, match="every entry of w0 > 0"):
+        min_bregman_interpolation(np.ones((1, 2)), np.array([1.0]), np.array([1.0, -1.0]))
+    with pytest.raises(ShapeError, match="unknown potential"):
+        min_bregman_interpolation(np.ones((1, 2)), np.array([1.0]), np.ones(2), "kl")
+    with pytest.raises(ShapeError, match="1 < p < inf"):
+        min_bregman_interpolation(np.ones((1, 2)), np.array([1.0]), np.ones(2), "lp")
+    with pytest.raises(ShapeError, match="needs X"):
+        min_bregman_interpolation(np.ones((1, 2)), np.array([1.0, 2.0]), np.ones(2))
