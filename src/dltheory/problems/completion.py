@@ -109,3 +109,25 @@ class RobustPCA(_SymmetricLowRank):
     @property
     def global_min_value(self):
         return float(self.S_star.abs().sum()) / self.n ** 2
+
+    def hessian_trace(self, params) -> torch.Tensor:
+        r"""The trace of the Hessian of the ℓ1 loss where it is twice differentiable.
+
+        Off the kinks (no residual entry ``(UUᵀ − M)_{ij}`` exactly 0) the loss is the quadratic
+        ``(1/n²) Σ s_{ij} (UUᵀ − M)_{ij}`` with fixed signs s, and the trace of the Hessian of
+        ``u_iᵀu_j`` is ``2k·[i = j]`` (k the factor width), so
+
+        .. math:: \operatorname{tr} \nabla^2 f(U) = \frac{2k}{n^2} \sum_i \operatorname{sign}(UU^\top - M)_{ii} :
+
+        piecewise constant, its gradient zero. It is therefore no flatness measure for this
+        formulation, whose minimizers do not interpolate; Ding et al. (2024, §6) measure
+        flatness on a C²-smooth local model of ``½ dist²(M − LRᵀ, {S : ‖S‖₁ ≤ ‖S*‖₁})``.
+
+        References
+        ----------
+        Ding, Drusvyatskiy, Fazel, Harchaoui, "Flat minima generalize for low-rank matrix
+        recovery", Information and Inference 2024, §6.
+        """
+        U = self._factor(params)
+        signs = torch.sign(torch.diagonal(U @ U.mT - self.M))
+        return 2 * self.width * signs.sum() / self.n ** 2
