@@ -226,14 +226,23 @@ def report(
     profile: Optional[str] = typer.Option(None, help="Only sweeps of this profile."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the README's claims table "
                                                             "(from docs/quick-verdicts.json)."),
+    readme: Optional[Path] = typer.Option(None, help="Rewrite this README's claims table from "
+                                                     "docs/quick-verdicts.json (no run)."),
     store_path: Optional[Path] = StoreOpt,
 ) -> None:
     """Build the HTML report from the store (nothing is re-run)."""
     from dltheory.claims.runner import check_profile
-    from dltheory.report import build_report, claims_table, load_verdicts
+    from dltheory.report import build_report, claims_table, load_verdicts, replace_table
 
-    if markdown:
-        _echo(claims_table(load_verdicts(Path("docs") / "quick-verdicts.json")))
+    if markdown or readme:
+        record = (readme.parent if readme else Path(".")) / "docs" / "quick-verdicts.json"
+        table = claims_table(load_verdicts(record))
+        if readme:
+            if not readme.exists():
+                raise UserError(f"--readme {readme}: no such file")
+            readme.write_text(replace_table(readme.read_text(), table))
+        else:
+            _echo(table)
         return
     if profile is not None:
         check_profile(profile)
