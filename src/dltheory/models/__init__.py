@@ -1,0 +1,12 @@
+"""Networks from the theory, each holding many seeds at once (a leading seed axis).
+
+``TwoLayer`` (NTK 1/√m or mean-field 1/m scaling), ``QuadraticNet`` (σ(z) = z²), ``MLP``
+and ``ResNet`` in the scaling of Du et al. 2019. Build one from a list of
+``torch.Generator`` (one per seed): slice k equals the model built from ``[generators[k]]``.
+"""
+
+from dltheory.models._batched import ACTIVATIONS, SeedBatched, c_sigma
+from dltheory.models.deep import MLP, ResNet
+from dltheory.models.two_layer import QuadraticNet, TwoLayer
+
+__all__ = ["ACTIVATIONS", "MLP", "QuadraticNet", "ResNet", "SeedBatched", "TwoLayer", "c_sigma"]
