@@ -45,7 +45,7 @@ from dltheory.reference import max_margin
 _NORMS = ["l1", "l2", "linf", "l3"]
 _PROFILES = {
     "smoke": dict(n=10, d=30, steps=2_000, lr_scale=1.0, norms=_NORMS, checkpoints=20),
-    "quick": dict(n=20, d=40, steps=100_000, lr_scale=1.0, norms=_NORMS, checkpoints=40),
+    "quick": dict(n=20, d=40, steps=50_000, lr_scale=1.0, norms=_NORMS, checkpoints=40),
     "full": dict(n=50, d=100, steps=2_000_000, lr_scale=1.0, norms=_NORMS, checkpoints=60),
 }
 _SEEDS = {"smoke": 3, "quick": 8, "full": 32}
