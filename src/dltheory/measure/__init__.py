@@ -1,6 +1,7 @@
-"""Measurements of deep-learning theory on anyone's model: curvature, margins, bounds,
-lazy training, norms. Every measure is a function of ``loss(params)`` or of tensors and
-never mutates its inputs."""
+"""Measurements of deep-learning theory on anyone's model: curvature, margins, lazy
+training, norms. Every measure is a function of ``loss(params)`` (DESIGN.md's functional
+form; :func:`model_loss` builds it from an ``nn.Module``) or of tensors, and never mutates
+its inputs."""
 
 from dltheory.measure.functional import ModelLoss, model_loss
 from dltheory.measure.hessian import (
@@ -14,17 +15,47 @@ from dltheory.measure.hessian import (
     hvp,
     spectral_density,
 )
+from dltheory.measure.lazy import (
+    Distance,
+    distance_from_init,
+    empirical_ntk,
+    max_neuron_movement,
+    relu_ntk_gram_infinite_width,
+)
+from dltheory.measure.margin import margin_distribution, margins, normalized_margin
+from dltheory.measure.norms import (
+    bregman_divergence,
+    effective_rank,
+    fourier_norm,
+    nuclear_norm,
+    schatten_norm,
+    stable_rank,
+)
 
 __all__ = [
+    "Distance",
     "Estimate",
     "HessianOperator",
     "ModelLoss",
     "SpectralDensity",
     "batched_hvp",
+    "bregman_divergence",
+    "distance_from_init",
+    "effective_rank",
+    "empirical_ntk",
+    "fourier_norm",
     "hessian_diagonal",
     "hessian_eigs",
     "hessian_trace",
     "hvp",
+    "margin_distribution",
+    "margins",
+    "max_neuron_movement",
     "model_loss",
+    "normalized_margin",
+    "nuclear_norm",
+    "relu_ntk_gram_infinite_width",
+    "schatten_norm",
     "spectral_density",
+    "stable_rank",
 ]
