@@ -1,0 +1,97 @@
+import math
+
+import pytest
+
+from dltheory.claims import Result, Results, get_claim
+from dltheory.errors import ConfigError
+
+CLAIM = get_claim("flat-minima-recovery")
+SMOKE = CLAIM.sweep("smoke")
+
+
+def _config(problem, regime):
+    return next(c for c in SMOKE.configs if c["problem"] == problem and c["regime"] == regime)
+
+
+def test_flattest_minimizer_recovers_and_the_control_does_not():
+    results = Results()
+    for problem in ("asymmetric-sensing", "matrix-sensing"):
+        for regime in ("recover", "control"):
+            config = _config(problem, regime)
+            outcome = CLAIM.run(config, 0, "cpu")
+            results.append(Result(config, 0, "ok", outcome.metrics, outcome.curves))
+    for r in results.where(regime="recover"):
+        assert r.metrics["flat_error"] <= 1e-3
+        assert r.metrics["flat_relative_loss"] <= 1e-9
+    for r in results.where(regime="control"):
+        assert r.metrics["flat_error"] >= 0.1
+    # asymmetric sensing has non-recovering interpolants; their error rises with the trace
+    verdict = CLAIM.judge(results)
+    stats = verdict.details["stats"]["asymmetric-sensing"]
+    assert stats["spread"] and stats["rho"] > 0
+
+
+def test_runs_are_deterministic():
+    config = _config("covariance", "control")
+    assert CLAIM.run(config, 0, "cpu").metrics == CLAIM.run(config, 0, "cpu").metrics
+
+
+def _result(problem, regime, **overrides):
+    metrics = dict(m=31, flat_error=1e-6, flat_relative_loss=1e-12, flat_trace=10.0, truth_trace=10.0)
+    curves = dict(scale=[0.1, 1.0, 3.0], trace=[11.0, 50.0, 200.0], error=[0.01, 0.5, 3.0],
+                  relative_loss=[1e-12, 1e-12, 1e-12])
+    if regime == "control":
+        metrics.update(flat_error=0.7, m=8)
+    for key, value in overrides.items():
+        (curves if key in curves else metrics)[key] = value
+    return Result({"problem": problem, "regime": regime}, 0, "ok", metrics, curves)
+
+
+def _results(bad_problem=None, bad_regime=None, every_seed=False, **bad):
+    out = Results()
+    for problem in ("matrix-sensing", "asymmetric-sensing", "covariance", "quadratic-net"):
+        for regime in ("recover", "control"):
+            for seed in range(2):
+                broken = problem == bad_problem and regime == bad_regime and (every_seed or seed == 1)
+                out.append(_result(problem, regime, **(bad if broken else {})))
+    return out
+
+
+def test_good_metrics_pass():
+    assert CLAIM.judge(_results()).passed is True
+
+
+@pytest.mark.parametrize("regime, every_seed, bad, check", [
+    ("recover", False, dict(flat_error=5e-3), "covariance: flattest recovers"),
+    ("recover", False, dict(flat_relative_loss=1e-6), "covariance: flattest interpolates"),
+    ("recover", True, dict(trace=[200.0, 50.0, 11.0]), "covariance: error rises with trace"),
+    ("control", True, dict(flat_error=1e-4), "covariance: control fails"),  # judged on the median
+    ("control", False, dict(flat_relative_loss=1e-3), "covariance: control interpolates"),
+])
+def test_verdict_fails_when_a_check_breaks(regime, every_seed, bad, check):
+    verdict = CLAIM.judge(_results("covariance", regime, every_seed, **bad))
+    assert verdict.passed is False
+    assert verdict.details["checks"][check] is False
+    assert check in verdict.measured
+
+
+def test_no_spread_means_the_rank_check_is_not_judged_and_is_reported():
+    flat = dict(error=[1e-5, 2e-5, 3e-5])
+    results = Results(_result(r.config["problem"], r.config["regime"], **flat) for r in _results())
+    verdict = CLAIM.judge(results)
+    assert not any(k.endswith("error rises with trace") for k in verdict.details["checks"])
+    assert "every interpolant recovers" in verdict.measured
+
+
+@pytest.mark.parametrize("key, value", [("problem", "robust-pca"), ("regime", "x"), ("n", 2),
+                                        ("others", 2), ("iterations", 5)])
+def test_bad_config_raises_config_error(key, value):
+    with pytest.raises(ConfigError):
+        CLAIM.validate({**_config("covariance", "recover"), key: value})
+
+
+def test_non_interpolating_minimizers_are_left_out_of_the_rank_correlation():
+    r = _result("covariance", "recover", relative_loss=[1e-12, 1e-3, 1e-12])
+    verdict = CLAIM.judge(Results([r, _result("covariance", "control")]))
+    assert verdict.details["stats"]["covariance"]["n_others"] == 2
+    assert math.isnan(verdict.details["stats"]["covariance"]["rho"])  # too few to correlate
