@@ -32,7 +32,8 @@ def descend(loss: Callable, starts: torch.Tensor, make_optimizer: Callable, step
     make_optimizer : ``make_optimizer(params_list) -> torch.optim.Optimizer``.
     steps : number of steps.
     per_start : one optimizer per start (for updates that couple the whole vector).
-    on_step : optional ``on_step(t, values)`` with the (K,) losses before step t.
+    on_step : optional ``on_step(t, values)`` with the (K,) losses before step t; a
+        return value of True stops the run there.
     """
     if per_start:
         leaves = [x.detach().clone().requires_grad_() for x in starts.unbind()]
@@ -50,8 +51,8 @@ def descend(loss: Callable, starts: torch.Tensor, make_optimizer: Callable, step
         values = loss(stacked())
         values.sum().backward()
         values = values.detach()
-        if on_step is not None:
-            on_step(t, values)
+        if on_step is not None and on_step(t, values):
+            break
         if per_start:
             for k, opt in enumerate(optimizers):
                 opt.step(lambda k=k: values[k])
