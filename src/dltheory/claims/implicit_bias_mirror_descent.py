@@ -36,7 +36,7 @@ _POTENTIALS = ["entropy", "lp", "hypentropy"]
 _PROFILES = {
     "smoke": dict(n=10, d=40, steps=3_000, init=0.1, p=1.5, beta=0.1, lr_scale=0.5,
                   potentials=_POTENTIALS, checkpoints=15),
-    "quick": dict(n=20, d=100, steps=30_000, init=0.1, p=1.5, beta=0.1, lr_scale=0.5,
+    "quick": dict(n=20, d=100, steps=10_000, init=0.1, p=1.5, beta=0.1, lr_scale=0.5,
                   potentials=_POTENTIALS, checkpoints=30),
     "full": dict(n=100, d=500, steps=300_000, init=0.1, p=1.5, beta=0.1, lr_scale=0.5,
                  potentials=_POTENTIALS, checkpoints=50),
@@ -46,6 +46,7 @@ _SEEDS = {"smoke": 3, "quick": 8, "full": 32}
 # Criterion constants, from the statement of the theorem (not tuned on results).
 _TOLERANCE = 1e-4  # relative distance to the Bregman projection at T
 _CONTROL_FACTOR = 10  # GD must end ≥ 10 × _TOLERANCE away from every Bregman solution
+_REFERENCE_TOL = 1e-7  # what min_bregman_interpolation certifies: below it "shrinking" is noise
 
 
 def _hessian_of_conjugate(name: str, w: np.ndarray, cfg: Mapping[str, Any]) -> np.ndarray:
@@ -70,7 +71,7 @@ class ImplicitBiasMirrorDescent(Claim):
     criterion = (
         "For every seed and every potential (entropy, ℓ_{1.5}, hypentropy): at T the iterate is "
         "within 1e-4 (relative, ℓ2) of the cvxpy Bregman projection and its distance shrank over "
-        "the last decade. Control: GD (ψ = ½‖·‖²) is within 1e-4 of the ℓ2-closest interpolant "
+        "the last decade (or is below the reference's certified accuracy, 1e-7). Control: GD (ψ = ½‖·‖²) is within 1e-4 of the ℓ2-closest interpolant "
         "and at least 1e-3 (10× the tolerance) away from every Bregman solution."
     )
     batched = True
@@ -186,7 +187,7 @@ class ImplicitBiasMirrorDescent(Claim):
             "MD reaches the Bregman projection": all(
                 x[f"{k}_error_T"] <= _TOLERANCE for x in m for k in potentials),
             "MD error still shrinking": all(
-                x[f"{k}_error_T"] < x[f"{k}_error_T_over_10"] or x[f"{k}_error_T"] < 1e-12
+                x[f"{k}_error_T"] < x[f"{k}_error_T_over_10"] or x[f"{k}_error_T"] < _REFERENCE_TOL
                 for x in m for k in potentials),
             "control: GD reaches the l2 projection": all(x["l2_error_T"] <= _TOLERANCE for x in m),
             "control: GD far from the Bregman solutions": all(
