@@ -22,7 +22,7 @@ programs", NeurIPS 2018.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -62,34 +62,46 @@ class _Direction:
         return self._v[key]
 
 
-def _leaves(t: torch.Tensor) -> list[torch.Tensor]:
-    """The leaf tensors (requiring grad) that ``t`` depends on, by walking its graph."""
+def _sources(t: torch.Tensor, known: dict) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """What ``t`` depends on: leaves requiring grad (tangent None: drawn from v), and the
+    outputs of earlier ties whose tangents are ``known`` (the walk stops there)."""
     if t.grad_fn is None:
-        return [t] if t.requires_grad else []
+        return [(t, None)] if t.requires_grad else []
     seen, stack, found = set(), [t.grad_fn], {}
     while stack:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
+        if node in known:
+            tensor, tangent = known[node]
+            found[id(tensor)] = (tensor, tangent)
+            continue
         variable = getattr(node, "variable", None)
         if variable is not None:
-            found[id(variable)] = variable
+            found[id(variable)] = (variable, None)
         stack.extend(nxt for nxt, _ in node.next_functions)
     return list(found.values())
 
 
-def _tangent(u: torch.Tensor, direction: _Direction) -> torch.Tensor:
-    """``J_u · v``, the directional derivative of ``u`` along ``v``, by two VJPs."""
+def _tangent(u: torch.Tensor, direction: _Direction, known: dict) -> torch.Tensor:
+    """``J_u · v``, the directional derivative of ``u`` along ``v``, by two VJPs.
+
+    ``du = ∂/∂w Σ_s ⟨J_{u←s}ᵀ w, t_s⟩`` over the sources ``s`` of ``u``: leaves with
+    ``t_s = v_s``, and outputs of earlier ties with their known tangents, so that each
+    stretch of the graph between two ties is differentiated once.
+    """
     if not isinstance(u, torch.Tensor) or not u.requires_grad:
         return torch.zeros_like(u)
-    leaves = _leaves(u)
+    if u.grad_fn in known:
+        return known[u.grad_fn][1]
+    sources = _sources(u, known)
     with torch.enable_grad():
         w = torch.zeros_like(u, requires_grad=True)
-        grads = torch.autograd.grad(u, leaves, grad_outputs=w, create_graph=True,
+        grads = torch.autograd.grad(u, [s for s, _ in sources], grad_outputs=w, create_graph=True,
                                     allow_unused=True)
-        terms = [(g * direction.of(leaf)).sum() for g, leaf in zip(grads, leaves)
-                 if g is not None and g.requires_grad]
+        terms = [(g * (direction.of(s) if t is None else t)).sum()
+                 for g, (s, t) in zip(grads, sources) if g is not None and g.requires_grad]
         if not terms:
             return torch.zeros_like(u)
         (du,) = torch.autograd.grad(sum(terms), w, allow_unused=True)
@@ -102,18 +114,33 @@ class _Ctx:
 
     direction: _Direction
     report: KinkReport
-    # tensor -> (values where the op that made it is flat, its version then)
+    # tensor -> (values where the op that made it is flat, entries excluded, its version)
     flat: WeakIdKeyDictionary
+    # flat values of the op that just ran without a tie, for the caller to attach
+    pending_flat: tuple[float, ...] = ()
+    # grad_fn of the output of a resolved tie -> (that output, its tangent)
+    known: dict = field(default_factory=dict)
 
     def tangent(self, u: torch.Tensor) -> torch.Tensor:
-        return _tangent(u, self.direction)
+        return _tangent(u, self.direction, self.known)
 
-    def flat_values(self, x: torch.Tensor) -> tuple[float, ...]:
-        """Values at which every entry of ``x`` has zero derivative (made by a flat piece)."""
+    def know(self, out: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+        """Record the tangent of a tie's output, so later ties start from it; returns ``out``."""
+        self.known[out.grad_fn] = (out, tangent)
+        return out
+
+    def mark_flat(self, out: torch.Tensor, values: tuple[float, ...],
+                  exclude: torch.Tensor | None = None) -> None:
+        """Entries of ``out`` equal to one of ``values`` (except ``exclude``) lie on a flat piece."""
+        if values:
+            self.flat[out] = (values, exclude, out._version)
+
+    def flat_values(self, x: torch.Tensor) -> tuple[tuple[float, ...], torch.Tensor | None]:
+        """Values at which the entries of ``x`` have zero derivative, and the exceptions."""
         entry = self.flat.get(x)
-        if entry is None or entry[1] != x._version:  # modified in place since: unknown
-            return ()
-        return entry[0]
+        if entry is None or entry[2] != x._version:  # modified in place since: unknown
+            return (), None
+        return entry[0], entry[1]
 
 
 class _Masked(torch.autograd.Function):
@@ -158,9 +185,12 @@ def _piecewise_linear(ctx: _Ctx, op: str, x: torch.Tensor, value: Callable[[], t
     """
     if not x.requires_grad:
         return None
+    # where one side is constant the output there is the knot: a flat value
+    flat_values = tuple(float(k) for k, left, right in knots if left == 0 or right == 0)
     at = [x == k for k, _, _ in knots]
     n_ties = sum(int(a.count_nonzero()) for a in at)
     if n_ties == 0:
+        ctx.pending_flat = flat_values
         return None
     dx = ctx.tangent(x)
     slope = slope_between(x.detach()).to(x.dtype)
@@ -171,13 +201,16 @@ def _piecewise_linear(ctx: _Ctx, op: str, x: torch.Tensor, value: Callable[[], t
         undetermined += int((tie & (dx == 0)).count_nonzero())
     ctx.report.ties[op] += n_ties
     ctx.report.undetermined[op] += undetermined
-    return _masked(value(), [slope], x)
+    out = ctx.know(_masked(value(), [slope], x), slope * dx)
+    ctx.mark_flat(out, flat_values, exclude=torch.stack(at).any(0))
+    return out
 
 
 def _leaky(ctx, op, x, negative_slope):
     return _piecewise_linear(
         ctx, op, x, lambda: F.leaky_relu(x.detach(), negative_slope),
-        [(0.0, negative_slope, 1.0)], lambda z: torch.where(z > 0, z.new_tensor(1.0), z.new_tensor(negative_slope)))
+        [(0.0, negative_slope, 1.0)],
+        lambda z: torch.where(z > 0, z.new_tensor(1.0), z.new_tensor(negative_slope)))
 
 
 def _hardtanh(ctx, op, x, low, high):
@@ -261,7 +294,7 @@ def _binary_extreme(ctx, op, a, b, take_larger: bool):
     tie_b = torch.broadcast_to(tie, value.shape)
     ctx.report.ties[op] += int(tie_b.count_nonzero())
     ctx.report.undetermined[op] += int((tie_b & torch.broadcast_to(da == db, value.shape)).count_nonzero())
-    return _masked(value, [mask_a, 1 - mask_a], a_t, b_t)
+    return ctx.know(_masked(value, [mask_a, 1 - mask_a], a_t, b_t), torch.where(mask_a.bool(), da, db))
 
 
 class _ExtremeSelect(torch.autograd.Function):
@@ -324,6 +357,7 @@ def _reduce_extreme(ctx, op, x, dim, keepdim, take_larger: bool, want_indices: b
     onehot = torch.zeros_like(eq).scatter_(-1, index.unsqueeze(-1), True)
     mask = onehot.reshape(moved_hit.shape).movedim(last, dims)
     out = _ExtremeSelect.apply(x, mask, dims, keepdim, dim is None)
+    ctx.know(out, _ExtremeSelect.apply(dx, mask, dims, keepdim, dim is None))
     if want_indices:
         idx = index.unsqueeze(dims[0]) if keepdim else index
         kind = torch.return_types.max if take_larger else torch.return_types.min
@@ -380,7 +414,17 @@ def _pair(value, nd: int, fill) -> tuple[int, int]:
     return ((fill,) + value) if nd == 1 else value
 
 
+def _windows(t: torch.Tensor, kernel, stride, padding, fill: float) -> torch.Tensor:
+    """The pooling windows of a (n, c, h, w) tensor as a view (n, c, out_h, out_w, kh*kw)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if ph or pw:
+        t = F.pad(t, (pw, pw, ph, ph), value=fill)
+    return t.unfold(2, kh, sh).unfold(3, kw, sw).flatten(-2)
+
+
 def _max_pool(ctx, op: str, nd: int, args, kwargs):
+    """max_pool1d/2d. A window ties when two entries equal its max; the directional rule
+    routes its gradient to the tied entry with the largest tangent."""
     x = args[0]
     kernel = _arg(args, kwargs, 1, "kernel_size")
     stride = _arg(args, kwargs, 2, "stride") or kernel
@@ -392,37 +436,37 @@ def _max_pool(ctx, op: str, nd: int, args, kwargs):
         return None
     pool = F.max_pool1d_with_indices if nd == 1 else F.max_pool2d_with_indices
     value, native_index = pool(x, kernel, stride, padding, dilation, ceil_mode, True)
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel, nd, 1), _pair(stride, nd, 1), _pair(padding, nd, 0)
-    batched = x.ndim == nd + 2
-    x4 = x if batched else x.unsqueeze(0)
+    geometry = _pair(kernel, nd, 1), _pair(stride, nd, 1), _pair(padding, nd, 0)
+    x4 = x if x.ndim == nd + 2 else x.unsqueeze(0)
     x4 = x4.unsqueeze(2) if nd == 1 else x4
     n, c, h, w = x4.shape
-    v4 = value.detach().reshape(n, c, *value.shape[-2:]) if nd == 2 else \
-        value.detach().reshape(n, c, 1, value.shape[-1])
-    windows = F.pad(x4.detach(), (pw, pw, ph, ph), value=float("-inf")).unfold(2, kh, sh).unfold(3, kw, sw)
-    eq = (windows == v4[..., None, None]).flatten(-2)  # n, c, out_h, out_w, kh*kw
-    tied = eq.sum(-1) > 1
-    n_tied = int(tied.count_nonzero())
-    flats = ctx.flat_values(x) if n_tied else ()
-    if flats:  # ties among entries on a flat piece: all their derivatives are 0
-        on_flat = torch.zeros_like(tied)
-        for c_ in flats:
-            on_flat |= v4 == c_
-        n_flat = int((tied & on_flat).count_nonzero())
-        ctx.report.flat[op] += n_flat
-        tied &= ~on_flat
-        n_tied -= n_flat
-    if n_tied == 0:
+    v4 = value.detach().reshape(n, c, -1, value.shape[-1])
+    # Windows whose max lies on a flat piece of the producer (0 after a tie-free relu)
+    # have zero derivative whatever entry is chosen: key them by NaN so no entry matches.
+    flats, exclude = ctx.flat_values(x)
+    on_flat = torch.zeros_like(v4, dtype=torch.bool)
+    for value_ in flats:
+        on_flat |= v4 == value_
+    if flats and exclude is not None:  # a window holding one of the producer's ties is not flat
+        on_flat &= ~_windows(exclude.reshape(x4.shape), *geometry, False).any(-1)
+    key = v4.masked_fill(on_flat, float("nan")) if flats else v4
+    eq = _windows(x4.detach(), *geometry, float("-inf")) == key[..., None, None].flatten(-2)
+    n_flat = int(on_flat.count_nonzero()) if flats else 0
+    ctx.report.flat[op] += n_flat
+    # each other window has at least one entry equal to its max: more entries is a tie
+    if int(eq.count_nonzero()) == v4.numel() - n_flat:
         return (value, native_index) if return_indices else value
+    tied = eq.sum(-1) > 1
     dx4 = ctx.tangent(x4)
-    dwin = F.pad(dx4, (pw, pw, ph, ph)).unfold(2, kh, sh).unfold(3, kw, sw).flatten(-2)
-    k, top_tied = _pick(eq, dwin)
-    ctx.report.ties[op] += n_tied
+    k, top_tied = _pick(eq, _windows(dx4, *geometry, 0.0))
+    ctx.report.ties[op] += int(tied.count_nonzero())
     ctx.report.identical[op] += int((tied & top_tied).count_nonzero())
+    (kh, kw), (sh, sw), (ph, pw) = geometry
     oh = torch.arange(v4.shape[2]).view(-1, 1) * sh - ph
     ow = torch.arange(v4.shape[3]).view(1, -1) * sw - pw
-    index = (oh + k // kw) * w + ow + k % kw
+    index = torch.where(tied, (oh + k // kw) * w + ow + k % kw, native_index.reshape(v4.shape))
     out4 = _PoolSelect.apply(x4, v4, index)
+    ctx.know(out4, dx4.flatten(2).gather(-1, index.flatten(2)).view_as(v4))
     out = out4.reshape(value.shape)
     return (out, index.reshape(native_index.shape)) if return_indices else out
 
@@ -480,21 +524,11 @@ for _f in (F.max_pool2d, F.max_pool2d_with_indices, torch.max_pool2d):
     RULES[_f] = _max_pool2d_rule
 RULES[F.l1_loss] = _l1_loss_rule
 
-# Where a tie-free output of these ops takes one of these values, it lies on a flat piece
-# (zero derivative); max-pool ties there need no tangent (the CNN background after relu).
-FLAT_VALUES: dict[Callable, Callable[[tuple, dict], tuple]] = {}
-for _f in (torch.relu, F.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu_):
-    FLAT_VALUES[_f] = lambda args, kwargs: (0.0,)
-FLAT_VALUES[F.relu6] = lambda args, kwargs: (0.0, 6.0)
-FLAT_VALUES[F.hardtanh] = lambda args, kwargs: tuple(float(b) for b in _hardtanh_bounds(args, kwargs))
-for _f in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip):
-    FLAT_VALUES[_f] = lambda args, kwargs: tuple(
-        float(b) for b in _clamp_bounds(args, kwargs) if b is not None and not isinstance(b, torch.Tensor))
-
 # Non-smooth ops without a directional rule: reported, refused under strict=True.
 UNHANDLED = {
     F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-    F.fractional_max_pool2d, F.fractional_max_pool3d, torch.max_pool3d, torch.sort, torch.Tensor.sort, torch.topk, torch.Tensor.topk,
+    F.fractional_max_pool2d, F.fractional_max_pool3d, torch.max_pool3d, torch.sort,
+    torch.Tensor.sort, torch.topk, torch.Tensor.topk,
     torch.median, torch.Tensor.median, torch.kthvalue, torch.Tensor.kthvalue,
     torch.cummax, torch.cummin, F.hardshrink, F.softshrink, F.hardswish, F.hardsigmoid,
     F.hinge_embedding_loss, F.multi_margin_loss, F.margin_ranking_loss,

@@ -29,7 +29,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from dltheory.autodiff._rules import FLAT_VALUES, RULES, UNHANDLED, _Ctx, _Direction
+from dltheory.autodiff._rules import RULES, UNHANDLED, _Ctx, _Direction
 from dltheory.autodiff.report import KinkReport, UnhandledKinkError
 from dltheory.errors import UserError
 
@@ -90,7 +90,8 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
                  direction: Mapping[int, torch.Tensor] | None = None, *, _others_zero: bool = False):
         super().__init__()
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise UserError(f"exact_kinks: generator must be a torch.Generator, got {type(generator).__name__}")
+            raise UserError("exact_kinks: generator must be a torch.Generator, "
+                            f"got {type(generator).__name__}")
         self.strict = bool(strict)
         self._ctx = _Ctx(_Direction(direction, generator, _others_zero), KinkReport(),
                          WeakIdKeyDictionary())
@@ -115,6 +116,11 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
             self._after_backward = False
             self._past.merge(self._ctx.report)
             self._ctx.report = KinkReport()
+            self._ctx.known = {}
+
+    def __exit__(self, *exc):
+        self._ctx.known = {}  # tangents of this context's ties: not needed after it
+        return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -130,11 +136,9 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
             if out is not None:
                 return out
             out = func(*args, **kwargs)
-            flat = FLAT_VALUES.get(func)
-            if flat is not None and isinstance(out, torch.Tensor) and out.requires_grad:
-                values = flat(args, kwargs)
-                if values:
-                    self._ctx.flat[out] = (values, out._version)
+            if self._ctx.pending_flat:
+                self._ctx.mark_flat(out, self._ctx.pending_flat)
+                self._ctx.pending_flat = ()
             return out
         if func in UNHANDLED and torch.is_grad_enabled() and _any_requires_grad(args, kwargs):
             self._unhandled(_name(func))
