@@ -94,4 +94,5 @@ def test_non_interpolating_minimizers_are_left_out_of_the_rank_correlation():
     r = _result("covariance", "recover", relative_loss=[1e-12, 1e-3, 1e-12])
     verdict = CLAIM.judge(Results([r, _result("covariance", "control")]))
     assert verdict.details["stats"]["covariance"]["n_others"] == 2
-    assert math.isnan(verdict.details["stats"]["covariance"]["rho"])  # too few to correlate
+    assert math.isnan(verdict.details["stats"]["covariance"]["rho"])  # too few to correlate ...
+    assert verdict.details["checks"]["covariance: error rises with trace"] is False  # ... fails
