@@ -10,7 +10,8 @@ inputs, fp32, CPU, batch 64/256/1024:
   digits, pixels/16 so the background is exactly 0) in fp32 and bfloat16.
 
 Timings are medians of interleaved repeats, printed, never asserted. Run:
-``python bench/autodiff.py`` (about 2 minutes on 2 cores).
+``python bench/autodiff.py`` (about 2 minutes on 2 cores); ``--cuda`` times the same
+workloads on the GPU (no tie-frequency table there).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dltheory.autodiff import exact_kinks
 
 BATCHES = (64, 256, 1024)
 REPEATS = 5
+DEVICE = torch.device("cuda" if "--cuda" in sys.argv else "cpu")
 
 
 def mlp(gen: torch.Generator) -> torch.nn.Module:
@@ -74,20 +76,34 @@ def step(net, X, y, mode):
     return mode
 
 
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(fn, min_seconds: float = 0.1) -> float:
     """Seconds per call, averaged over enough calls to last ``min_seconds``."""
     calls, start = 0, time.perf_counter()
     while True:
         fn()
         calls += 1
+        _sync()
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return elapsed / calls
 
 
-def peak_rss_added(fn) -> float:
-    """Bytes by which one call raises the resident set above where it started (Linux)."""
+def peak_added(fn) -> float:
+    """Bytes by which one call raises memory above where it started: the CUDA allocator's
+    peak, or on the CPU the resident set's (Linux)."""
     gc.collect()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM, the peak resident set
     before = _status("VmRSS")
@@ -112,11 +128,14 @@ def _cases():
             y = torch.randint(0, 10, (batch,), generator=gen)
             tied_net, tied_X = make(gen), X.clone()
             force_ties(tied_net, tied_X)
+            net, X, y, tied_net, tied_X = (t.to(DEVICE) for t in (net, X, y, tied_net, tied_X))
+            # one context per variant, as around a training loop (v is drawn once)
+            fast, tied = exact_kinks(generator=gen), exact_kinks(generator=gen)
             yield kind, batch, {
                 "plain": lambda net=net, X=X, y=y: step(net, X, y, nullcontext()),
-                "fast": lambda net=net, X=X, y=y: step(net, X, y, exact_kinks()),
+                "fast": lambda net=net, X=X, y=y, m=fast: step(net, X, y, m),
                 "plain_tied": lambda net=tied_net, X=tied_X, y=y: step(net, X, y, nullcontext()),
-                "tied": lambda net=tied_net, X=tied_X, y=y: step(net, X, y, exact_kinks()),
+                "tied": lambda net=tied_net, X=tied_X, y=y, m=tied: step(net, X, y, m),
             }
 
 
@@ -125,9 +144,11 @@ def _ties(report) -> str:
 
 
 def speed_table() -> None:
-    print("## Time, exact_kinks vs plain PyTorch forward+backward (fp32, CPU)\n")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {REPEATS} "
-          "interleaved repeats; the machine is shared with other jobs, so ratios are noisy\n")
+    where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
+    print(f"## Time, exact_kinks vs plain PyTorch forward+backward (fp32, {DEVICE.type})\n")
+    print(f"torch {torch.__version__}, {where}; median of {REPEATS} "
+          "interleaved repeats; on a shared machine the ratios are noisy\n")
     print("| workload | batch | PyTorch ms | random batch: ratio | forced ties: ratio | "
           "ties resolved (random / forced) |")
     print("|---|---|---|---|---|---|")
@@ -147,13 +168,14 @@ def speed_table() -> None:
 
 def memory_table() -> None:
     print("## Peak memory of one forward+backward, exact_kinks / plain PyTorch\n")
-    print("(peak resident set added by the step, glibc returning every block >= 64 KiB to the OS)\n")
+    print("(peak added by the step: CUDA allocator; on the CPU the resident set, glibc returning "
+          "every block >= 64 KiB to the OS)\n")
     print("| workload | batch | PyTorch MiB | no tie: ratio | with ties: ratio |")
     print("|---|---|---|---|---|")
     for kind, batch, variants in _cases():
         for fn in variants.values():
             fn()
-        mem = {k: max(peak_rss_added(fn), 1.0) for k, fn in variants.items()}
+        mem = {k: max(peak_added(fn), 1.0) for k, fn in variants.items()}
         print(f"| {kind} | {batch} | {mem['plain'] / 2**20:.1f} | {mem['fast'] / mem['plain']:.2f} | "
               f"{mem['tied'] / mem['plain_tied']:.2f} |")
     print()
@@ -207,16 +229,20 @@ def tie_frequency_table(steps: int = 30) -> None:
 
 
 if __name__ == "__main__":
+    # python bench/autodiff.py [--cuda]   (--memory: the child process that measures memory)
     torch.set_num_threads(2)
-    if sys.argv[1:] == ["--memory"]:
+    if "--memory" in sys.argv:
         memory_table()
         sys.exit()
     start = time.perf_counter()
     speed_table()
     sys.stdout.flush()
-    # memory in a child process: every tensor-sized block mmap'd and returned on free, so
-    # the resident set follows the live tensors (too slow a malloc for the timings above)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    subprocess.run([sys.executable, __file__, "--memory"], env=env, check=True)
-    tie_frequency_table()
+    if DEVICE.type == "cuda":
+        memory_table()
+    else:
+        # memory in a child process: every tensor-sized block mmap'd and returned on free,
+        # so the resident set follows the live tensors (too slow a malloc for timings)
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+        subprocess.run([sys.executable, __file__, "--memory"], env=env, check=True)
+        tie_frequency_table()
     print(f"(total {time.perf_counter() - start:.0f} s)")

@@ -40,7 +40,7 @@ class _Direction:
     with respect to its ``params``, so everything else is a constant).
     """
 
-    def __init__(self, given: Mapping[int, torch.Tensor] | None, generator: torch.Generator | None,
+    def __init__(self, given: Mapping[int, torch.Tensor] | None, generator: torch.Generator,
                  others_zero: bool = False):
         self._v: dict[int, torch.Tensor] = dict(given or {})
         self._generator = generator
@@ -52,12 +52,9 @@ class _Direction:
         if key not in self._v:
             if self._others_zero:
                 self._v[key] = torch.zeros_like(leaf)
-            else:
-                gen = self._generator
-                if gen is not None and gen.device != leaf.device:
-                    gen = None
-                self._v[key] = torch.randn(leaf.shape, generator=gen, dtype=leaf.dtype,
-                                           device=leaf.device)
+            else:  # drawn where the generator lives, so the draw does not depend on the device
+                self._v[key] = torch.randn(leaf.shape, generator=self._generator, dtype=leaf.dtype,
+                                           device=self._generator.device).to(leaf.device)
             self._keep.append(leaf)
         return self._v[key]
 
@@ -196,13 +193,16 @@ def _piecewise_linear(ctx: _Ctx, op: str, x: torch.Tensor, value: Callable[[], t
     slope = slope_between(x.detach()).to(x.dtype)
     undetermined = 0
     for tie, (_, left, right) in zip(at, knots):
-        chosen = torch.where(dx > 0, x.new_tensor(right), x.new_tensor(left))
-        slope = torch.where(tie, chosen, slope)
-        undetermined += int((tie & (dx == 0)).count_nonzero())
+        if not bool(tie.any()):
+            continue
+        # ties are few: choose the piece on the tied entries only
+        dx_tie = dx[tie]
+        slope[tie] = torch.where(dx_tie > 0, x.new_tensor(right), x.new_tensor(left))
+        undetermined += int((dx_tie == 0).count_nonzero())
     ctx.report.ties[op] += n_ties
     ctx.report.undetermined[op] += undetermined
     out = ctx.know(_masked(value(), [slope], x), slope * dx)
-    ctx.mark_flat(out, flat_values, exclude=torch.stack(at).any(0))
+    ctx.mark_flat(out, flat_values, exclude=at[0] if len(at) == 1 else torch.stack(at).any(0))
     return out
 
 

@@ -62,7 +62,7 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
     strict : raise :class:`UnhandledKinkError` when a non-smooth op without a directional
         rule runs (default: warn once per op).
     generator : draws the direction ``v`` (a standard Gaussian per leaf tensor, drawn once
-        per context); pass one for reproducible choices.
+        per context); default: a CPU generator seeded with 0.
     direction : ``{id(leaf): tensor}`` fixing ``v`` for some leaves.
 
     Attributes
@@ -93,6 +93,8 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
             raise UserError("exact_kinks: generator must be a torch.Generator, "
                             f"got {type(generator).__name__}")
         self.strict = bool(strict)
+        if generator is None:  # no global RNG: the same code draws the same v
+            generator = torch.Generator().manual_seed(0)
         self._ctx = _Ctx(_Direction(direction, generator, _others_zero), KinkReport(),
                          WeakIdKeyDictionary())
         self._past = KinkReport()
@@ -202,7 +204,7 @@ def subgradient(loss: Callable[[Any], torch.Tensor], params, *, direction=None,
     loss : ``loss(params) -> scalar tensor`` (the functional form of ``torch.func``).
     params : a floating-point tensor or a dict of them (not modified).
     direction : same structure as ``params``; the direction v.
-    generator : draws v when ``direction`` is None.
+    generator : draws v when ``direction`` is None (default: a CPU generator seeded with 0).
     return_report : also return the :class:`KinkReport` of the evaluation.
 
     Returns
@@ -228,7 +230,8 @@ def subgradient(loss: Callable[[Any], torch.Tensor], params, *, direction=None,
     if generator is not None and not isinstance(generator, torch.Generator):
         raise UserError(f"subgradient: generator must be a torch.Generator, got {type(generator).__name__}")
     if direction is None:
-        dirs = [torch.randn(leaf.shape, generator=generator, dtype=leaf.dtype, device=leaf.device)
+        gen = torch.Generator().manual_seed(0) if generator is None else generator
+        dirs = [torch.randn(leaf.shape, generator=gen, dtype=leaf.dtype, device=gen.device).to(leaf.device)
                 for leaf in leaves]
     else:
         dirs = _directions(names, leaves, direction)
