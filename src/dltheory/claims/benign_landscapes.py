@@ -1,0 +1,227 @@
+"""For a family of non-convex problems all local minima are global: local search from random starts finds the optimum.
+
+The problems of Lee's list, each with the theorem that its landscape is benign (every local
+minimum global, every saddle strict, so that GD from a random start converges to a global
+minimizer by Lee et al. 2016/2019):
+
+* quadratic-activation networks, width ≥ √(2N) — Du, Lee, ICML 2018, Theorem 3.1;
+* matrix completion — Ge, Lee, Ma, NeurIPS 2016, Theorem 2.3;
+* rank-k approximation (a two-layer linear network) — Baldi, Hornik, Neural Networks 1989;
+* matrix sensing under RIP — Bhojanapalli, Neyshabur, Srebro, NeurIPS 2016, Theorem 3.1;
+* phase retrieval, m ≳ n log³ n — Sun, Qu, Wright, FoCM 2018, Theorem 2.2;
+* orthogonal tensor decomposition — Ge, Huang, Jin, Yuan, COLT 2015, Theorem 44;
+* complete dictionary learning over the sphere — Sun, Qu, Wright, IEEE T-IT 2017, Theorem 2.3;
+* max-cut SDP in Burer–Monteiro form, p(p+1)/2 > n — Boumal, Voroninski, Bandeira,
+  NeurIPS 2016, Theorem 2;
+* robust PCA with the ℓ1 loss — Li, Zhu, So, Vidal, SIAM J. Optim. 2020 (subgradient method).
+
+Setup: every run is one random instance (the seed) and many random starts, run as one
+stacked computation (``vmap`` of the problem's loss; GD, or Riemannian GD on the oblique
+manifold for the problems on spheres). Success is the problem's own ``success`` criterion,
+fixed in :mod:`dltheory.problems` before this claim: relative recovery error ≤ 1e-3 (5e-2 for
+dictionary learning, whose minimizers carry an O(μ) bias), and for max-cut the value within
+1e-4 relative of the SDP optimum solved by cvxpy (the independent answer), with the
+Goemans–Williamson rounding's cut reported. Negative controls, where the theory's
+assumption is dropped: matrix sensing with m below the n·r − r(r−1)/2 degrees of freedom,
+and max-cut with p = 1 (max-cut itself) and p = 2 < √(2n). (A quadratic network narrower
+than √(2N) is not a control here: √(2N) is sufficient, not necessary, and a planted
+narrow teacher keeps the landscape benign in practice.) The one-hidden-layer ReLU network with the landscape-design
+loss of Ge, Lee, Ma (ICLR 2018) is not in :mod:`dltheory.problems` yet and is not run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from dltheory.claims._many_starts import descend
+from dltheory.claims.base import Claim, Outcome, Results, Verdict
+from dltheory.engine import Sweep
+from dltheory.errors import ConfigError
+from dltheory.optim import GD, RiemannianGD
+from dltheory import problems as P
+
+
+def _quadratic_net(size: int, gen):
+    """Twice the d(d+1)/2 entries of a symmetric d×d matrix in samples (identifiable and well
+    conditioned), and the width √(2N) of Du & Lee's theorem."""
+    samples = 2 * size * (size + 1)
+    return P.QuadraticNetwork(size, 2, math.ceil(math.sqrt(2 * samples)), samples, generator=gen)
+
+
+# name -> (instance(size, generator), lr, steps, init scale, lr decay per step)
+_PROBLEMS: dict[str, tuple[Callable, float, int, float, float]] = {
+    # over-parametrized: the part of U outside M*'s range decays only sublinearly, so it must
+    # start small (the error it leaves is about width · scale²)
+    "quadratic-net": (_quadratic_net, 0.07, 3000, 1e-3, 1.0),
+    "matrix-completion": (lambda n, g: P.MatrixCompletion(n, 2, 0.6, generator=g), 0.2, 400, 1e-2, 1.0),
+    "rank-k-approximation": (lambda n, g: P.LowRankApproximation(n, n - 2, 2, generator=g), 0.3, 1500, 0.1,
+                             1.0),
+    "matrix-sensing": (lambda n, g: P.MatrixSensing(n, 2, 8 * 2 * n, generator=g), 0.2, 400, 1e-2, 1.0),
+    "phase-retrieval": (lambda n, g: P.PhaseRetrieval(n, 15 * n, generator=g), 0.1, 400, 0.1, 1.0),
+    "tensor-decomposition": (lambda n, g: P.OrthogonalTensorDecomposition(n, generator=g), 0.1, 400, 1.0, 1.0),
+    "dictionary-learning": (lambda n, g: P.DictionaryLearning(n, 16 * n ** 3, generator=g), 0.1, 400, 1.0, 1.0),
+    "max-cut": (lambda n, g: P.MaxCutBurerMonteiro(n, generator=g), 0.1, 500, 1.0, 1.0),
+    # non-smooth: the subgradient method with geometrically decaying steps (Li et al. 2020)
+    "robust-pca": (lambda n, g: P.RobustPCA(n, 2, 0.1, generator=g), 5.0, 800, 0.5, 0.99),
+}
+# control name -> (problem it breaks, instance(size, generator))
+_CONTROLS: dict[str, tuple[str, Callable]] = {
+    "matrix-sensing, m = n < n·r": ("matrix-sensing", lambda n, g: P.MatrixSensing(n, 2, n, generator=g)),
+    "max-cut, p = 1": ("max-cut", lambda n, g: P.MaxCutBurerMonteiro(n, 1, generator=g)),
+    "max-cut, p = 2": ("max-cut", lambda n, g: P.MaxCutBurerMonteiro(n, 2, generator=g)),
+}
+_SIZES = {"smoke": [0], "quick": [0, 1], "full": [0, 1, 2]}
+_SIZE_OF = {  # three sizes per problem; a profile takes the first ones
+    "quadratic-net": [5, 7, 10], "matrix-completion": [12, 20, 40], "rank-k-approximation": [8, 16, 32],
+    "matrix-sensing": [6, 10, 16], "phase-retrieval": [8, 16, 32], "tensor-decomposition": [4, 6, 8],
+    "dictionary-learning": [4, 5, 6], "max-cut": [12, 20, 40], "robust-pca": [12, 20, 40],
+}
+_RUNS = {"smoke": (1, 8), "quick": (5, 20), "full": (20, 50)}  # (instances, starts per instance)
+
+# Criterion constants, fixed from the theory before running.
+_SUCCESS = 0.99  # benign: at least 99% of (instance, start) pairs reach the global optimum
+_CONTROL_FAILURE = 0.9  # controls: the optimum is generically unreachable (unidentifiable, or the
+#                          SDP's rank exceeds p), so at least 90% of starts must miss it
+
+
+def _packing(example):
+    """(flatten, unflatten) between a problem's params (tensor or dict) and one flat tensor."""
+    if isinstance(example, torch.Tensor):
+        return (lambda x: x), (lambda x: x)
+    keys, shapes = list(example), [example[k].shape for k in example]
+    sizes = [math.prod(s) for s in shapes]
+
+    def unflatten(x):
+        return {k: p.reshape(*x.shape[:-1], *s) for k, p, s in zip(keys, x.split(sizes, -1), shapes)}
+
+    return (lambda d: torch.cat([d[k].reshape(*d[k].shape[:-len(s)], -1) for k, s in zip(keys, shapes)], -1),
+            unflatten)
+
+
+class BenignLandscapes(Claim):
+    id = "benign-landscapes"
+    title = "All local minima are global: GD from random starts solves nine non-convex problems"
+    source = ("J. D. Lee's list (talk, 2019): Du & Lee ICML 2018; Ge, Lee & Ma NeurIPS 2016; Baldi & "
+              "Hornik 1989; Bhojanapalli, Neyshabur & Srebro NeurIPS 2016; Sun, Qu & Wright FoCM 2018 "
+              "and IEEE T-IT 2017; Ge, Huang, Jin & Yuan COLT 2015; Boumal, Voroninski & Bandeira "
+              "NeurIPS 2016; Li, Zhu, So & Vidal SIAM J. Optim. 2020.")
+    statement = ("For quadratic networks, matrix completion, rank-k approximation, matrix sensing, phase "
+                 "retrieval, orthogonal tensor decomposition, dictionary learning, Burer–Monteiro max-cut "
+                 "and robust PCA, every local minimum is global, so local search from a random start "
+                 "reaches the global optimum; where the theorem's assumption fails it need not.")
+    criterion = (
+        f"Every problem, every size: ≥ {_SUCCESS:.0%} of (random instance, random start) pairs meet the "
+        "problem's success criterion (recovery error ≤ tolerance; max-cut: within 1e-4 of the cvxpy SDP "
+        f"value). Every negative control misses it in ≥ {_CONTROL_FAILURE:.0%} of pairs."
+    )
+
+    def sweep(self, profile: str) -> Sweep:
+        runs, starts = _RUNS[profile]
+        configs = [dict(problem=name, size=_SIZE_OF[name][i], control="", starts=starts)
+                   for name in _PROBLEMS for i in _SIZES[profile]]
+        configs += [dict(problem=base, size=_SIZE_OF[base][0], control=name, starts=starts)
+                    for name, (base, _) in _CONTROLS.items()]
+        return Sweep(configs, list(range(runs)), profile, self.id)
+
+    def validate(self, config: Mapping[str, Any]) -> None:
+        if config["problem"] not in _PROBLEMS:
+            raise ConfigError(f"problem must be one of {', '.join(_PROBLEMS)} (got {config['problem']!r})")
+        if config["control"] and config["control"] not in _CONTROLS:
+            raise ConfigError(f"control must be empty or one of {', '.join(_CONTROLS)} (got {config['control']!r})")
+        if config["starts"] < 1 or config["size"] < 4:
+            raise ConfigError(f"starts must be >= 1 and size >= 4 (got {config['starts']}, {config['size']})")
+
+    # -- run -------------------------------------------------------------------------
+    def run(self, config: Mapping[str, Any], seed: int, device: str) -> Outcome:
+        gen = self.generator(config, seed)
+        make, lr, steps, scale, decay = _PROBLEMS[config["problem"]]
+        if config["control"]:
+            make = _CONTROLS[config["control"]][1]
+        problem = make(config["size"], gen)
+        inits = [problem.init(gen, scale) for _ in range(config["starts"])]
+        flatten, unflatten = _packing(inits[0])
+        starts = torch.stack([flatten(x) for x in inits])
+        loss = vmap(lambda x: problem.loss(unflatten(x)))
+        optimizers: list = []
+
+        def make_optimizer(params):
+            # a problem on spheres lives on the oblique manifold of the stacked starts (rows)
+            optimizers.append(GD(params, lr=lr) if problem.manifold is None
+                              else RiemannianGD(params, lr=lr, manifold="oblique"))
+            return optimizers[-1]
+
+        def anneal(t: int, values: torch.Tensor) -> None:
+            optimizers[0].param_groups[0]["lr"] = lr * decay ** t
+
+        end = descend(loss, starts, make_optimizer, steps, on_step=anneal)
+        errors = [problem.recovery_error(unflatten(x)) for x in end]
+        success = [problem.success(unflatten(x)) for x in end]
+        metrics = {
+            "success_fraction": float(np.mean(success)),
+            "starts": len(success),
+            "median_recovery_error": float(np.median(errors)),
+            "max_recovery_error": float(np.max(errors)),
+            "tolerance": problem.tolerance,
+        }
+        if isinstance(problem, P.MaxCutBurerMonteiro):
+            best = end[int(torch.tensor(errors).argmin())]
+            _, cut = problem.round(best, gen)
+            metrics.update(sdp_value=-problem.global_min_value, rounded_cut=cut,
+                           cut_over_sdp=cut / -problem.global_min_value)
+        return Outcome(metrics, {"recovery_error": errors},
+                       diverged=not all(math.isfinite(e) for e in errors))
+
+    # -- judge -----------------------------------------------------------------------
+    def judge(self, results: Results) -> Verdict:
+        groups: dict[tuple[str, str, int], list] = {}
+        for r in results:
+            groups.setdefault((r.config["problem"], r.config["control"], r.config["size"]), []).append(r)
+        rates, checks, parts = {}, {}, []
+        for (problem, control, size), rs in sorted(groups.items()):
+            total = sum(r.metrics["starts"] for r in rs)
+            rate = sum(r.metrics["success_fraction"] * r.metrics["starts"] for r in rs) / total
+            label = f"{control or problem} (size {size})"
+            rates[label] = rate
+            if control:
+                checks[f"{label}: fails"] = 1 - rate >= _CONTROL_FAILURE
+                parts.append(f"{label}: failure {1 - rate:.0%} of {total}")
+            else:
+                checks[f"{label}: global optimum"] = rate >= _SUCCESS
+                extra = ""
+                cuts = [r.metrics["cut_over_sdp"] for r in rs if "cut_over_sdp" in r.metrics]
+                if cuts:
+                    extra = f", GW cut/SDP {np.mean(cuts):.3f}"
+                parts.append(f"{label}: {rate:.1%} of {total}{extra}")
+        failed = [k for k, ok in checks.items() if not ok]
+        measured = "; ".join(parts) + "; not run: ReLU landscape design (no problem class yet)"
+        if failed:
+            measured += "; failed: " + ", ".join(failed)
+        return Verdict(not failed, measured, self.criterion, len(results),
+                       details={"checks": checks, "rates": rates})
+
+    # -- figure ----------------------------------------------------------------------
+    def figure(self, results: Results):
+        import matplotlib.pyplot as plt
+
+        verdict = self.judge(results)
+        labels = list(verdict.details["rates"])
+        values = [verdict.details["rates"][k] for k in labels]
+        controls = [any(k.startswith(c) for c in _CONTROLS) for k in labels]
+        fig, ax = plt.subplots(figsize=(10, 0.28 * len(labels) + 1.5))
+        ax.barh(range(len(labels)), values, color=["C3" if c else "C0" for c in controls])
+        ax.axvline(_SUCCESS, color="k", ls="--", lw=1, label=f"{_SUCCESS:.0%}")
+        ax.set(yticks=range(len(labels)), yticklabels=labels, xlim=(0, 1.02),
+               xlabel="fraction of (instance, start) pairs reaching the global optimum",
+               title="benign landscapes (blue) and negative controls (red)")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+CLAIM = BenignLandscapes()
