@@ -237,10 +237,15 @@ def hessian_diagonal(loss: Loss, params: Params, *, create_graph: bool = False) 
     if _closed_form_supported(loss) and isinstance(params, dict):
         point = params if create_graph else {n: p.detach() for n, p in params.items()}
         return _sequential_hessian_diagonal(loss, point)
-    op = HessianOperator(loss, params, create_graph=create_graph)
-    eye = torch.eye(layout.numel, dtype=layout.dtype, device=layout.device)
-    diag = torch.stack([op.matvec(eye[i])[i] for i in range(layout.numel)])
-    return layout.unflatten(diag)
+    products = _ProbeProducts(loss, params, create_graph)
+    block = products.block_size(layout)
+    parts = []
+    for start in range(0, layout.numel, block):
+        rows = torch.arange(start, min(start + block, layout.numel), device=layout.device)
+        E = torch.zeros(len(rows), layout.numel, dtype=layout.dtype, device=layout.device)
+        E[torch.arange(len(rows), device=layout.device), rows] = 1.0
+        parts.append(products(E)[torch.arange(len(rows), device=layout.device), rows])
+    return layout.unflatten(torch.cat(parts))
 
 
 def hessian_trace(loss: Loss, params: Params, *, probes: int = 100, method: str = "auto",
@@ -279,8 +284,8 @@ def hessian_trace(loss: Loss, params: Params, *, probes: int = 100, method: str 
         ``rtol · |estimate|`` (checked after each block of probes, never before 20 probes).
         ``None`` spends all ``probes``.
     generator : torch.Generator, optional
-        Source of the probes; ``None`` uses a fresh generator seeded with 0, so results are
-        reproducible.
+        Source of the probes (drawn on its device, then moved to the params'); ``None`` uses
+        a fresh generator on the params' device seeded with 0, so results are reproducible.
     create_graph : bool
         Make ``value`` differentiable w.r.t. ``params`` (which must require grad), e.g. to
         train on ``loss + λ·tr ∇²loss``; uses ``exact`` or Hutchinson (never Hutch++).
@@ -323,7 +328,7 @@ def hessian_trace(loss: Loss, params: Params, *, probes: int = 100, method: str 
     if method == "exact" or (method == "auto" and (closed_form or layout.numel <= probes)):
         diag = layout.flatten(hessian_diagonal(loss, params, create_graph=create_graph))
         return Estimate(diag.sum(), 0.0, 0 if closed_form else layout.numel, "exact")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    generator = generator if generator is not None else torch.Generator(layout.device).manual_seed(0)
     products = _ProbeProducts(loss, params, create_graph)
     if method == "hutch++":
         return _hutchpp(products, layout, probes, rtol, generator)
@@ -546,17 +551,27 @@ def _tridiagonal_eigh(alphas: list[float], betas: list[float]):
 
 class _ProbeProducts:
     """Products ``H V`` for blocks of probes ``V`` (rows), with the engine chosen per device:
-    the graph-reusing loop on the CPU, chunked ``vmap`` of forward-over-reverse on CUDA."""
+    the graph-reusing loop on the CPU (blocks of 10 bound the probes' memory), chunked
+    ``vmap`` of forward-over-reverse on CUDA (a block is one chunk, sized once to memory)."""
 
     def __init__(self, loss: Loss, params: Params, create_graph: bool):
         self.loss, self.params = loss, params
         self.use_vmap = _Layout(params).device.type == "cuda" and not create_graph
         self.op = None if self.use_vmap else HessianOperator(loss, params, create_graph=create_graph)
+        self.block = None if self.use_vmap else 10
 
     def __call__(self, V: torch.Tensor) -> torch.Tensor:
         if self.use_vmap:
-            return _vmap_products(self.loss, self.params, V, None)
+            return _vmap_products(self.loss, self.params, V, self.block or V.shape[0])
         return torch.stack([self.op.matvec(v) for v in V])
+
+    def block_size(self, layout: _Layout) -> int:
+        if self.block is None:
+            theta = layout.flatten(self.params).detach()
+            f = _flat_loss(self.loss, layout)
+            probe = torch.ones(layout.numel, dtype=layout.dtype, device=layout.device)
+            self.block = _chunk_for_memory(lambda v: jvp(grad(f), (theta,), (v,))[1], probe)
+        return self.block
 
 
 def _vmap_products(loss: Loss, params: Params, V: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
@@ -565,20 +580,20 @@ def _vmap_products(loss: Loss, params: Params, V: torch.Tensor, chunk_size: int 
     f = _flat_loss(loss, layout)
     product = lambda v: jvp(grad(f), (theta,), (v,))[1]
     if chunk_size is None:
-        chunk_size = _chunk_for_memory(product, V) if V.device.type == "cuda" else 10
+        chunk_size = _chunk_for_memory(product, V[0]) if V.device.type == "cuda" else 10
     return vmap(product, chunk_size=max(1, min(chunk_size, V.shape[0])))(V)
 
 
-def _chunk_for_memory(product, V: torch.Tensor) -> int:
-    """Directions per vmap call such that the chunk uses about half the free GPU memory,
-    from the peak memory of one product."""
-    torch.cuda.synchronize(V.device)
-    base = torch.cuda.memory_allocated(V.device)
-    torch.cuda.reset_peak_memory_stats(V.device)
-    product(V[0])
-    peak = max(torch.cuda.max_memory_allocated(V.device) - base, 1)
-    free, _ = torch.cuda.mem_get_info(V.device)
-    return max(1, int(0.5 * free / peak))
+def _chunk_for_memory(product, v: torch.Tensor) -> int:
+    """Directions per vmap call such that a chunk uses about half the free GPU memory,
+    from the peak memory of one product (capped at 1000: beyond, nothing is gained)."""
+    torch.cuda.synchronize(v.device)
+    base = torch.cuda.memory_allocated(v.device)
+    torch.cuda.reset_peak_memory_stats(v.device)
+    product(v)
+    peak = max(torch.cuda.max_memory_allocated(v.device) - base, 1)
+    free, _ = torch.cuda.mem_get_info(v.device)
+    return max(1, min(1000, int(0.5 * free / peak)))
 
 
 def _rademacher(generator: torch.Generator, shape, layout: _Layout) -> torch.Tensor:
@@ -588,7 +603,7 @@ def _rademacher(generator: torch.Generator, shape, layout: _Layout) -> torch.Ten
 
 def _hutchinson(products: _ProbeProducts, layout: _Layout, probes: int, rtol, generator,
                 *, adaptive: bool) -> Estimate:
-    block = max(1, probes // 6) if adaptive else min(probes, 10)
+    block = max(1, probes // 6) if adaptive else min(probes, products.block_size(layout))
     samples: list[torch.Tensor] = []
     kept_V, kept_HV = [], []
     while len(samples) < probes:
@@ -629,7 +644,8 @@ def _hutchpp_finish(products, layout, probes, rtol, generator, S, HS) -> Estimat
     used = S.shape[0] + Q.shape[0]
     samples: list[torch.Tensor] = []
     while used + len(samples) < probes:
-        G = _rademacher(generator, (min(10, probes - used - len(samples)), layout.numel), layout)
+        G = _rademacher(generator, (min(products.block_size(layout), probes - used - len(samples)),
+                                    layout.numel), layout)
         G = G - (G @ Q.T) @ Q
         samples.extend((G * products(G)).sum(1))
         if _tight_enough(samples, rtol, offset=float(top)):
