@@ -415,11 +415,14 @@ def _pair(value, nd: int, fill) -> tuple[int, int]:
 
 
 def _windows(t: torch.Tensor, kernel, stride, padding, fill: float) -> torch.Tensor:
-    """The pooling windows of a (n, c, h, w) tensor as a view (n, c, out_h, out_w, kh*kw)."""
+    """The pooling windows of a (n, c, h, w) tensor as a view (n, c, out_h, out_w, kh, kw).
+
+    A view, not a copy: compare it first, flatten the (contiguous) result after.
+    """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if ph or pw:
         t = F.pad(t, (pw, pw, ph, ph), value=fill)
-    return t.unfold(2, kh, sh).unfold(3, kw, sw).flatten(-2)
+    return t.unfold(2, kh, sh).unfold(3, kw, sw)
 
 
 def _max_pool(ctx, op: str, nd: int, args, kwargs):
@@ -448,9 +451,9 @@ def _max_pool(ctx, op: str, nd: int, args, kwargs):
     for value_ in flats:
         on_flat |= v4 == value_
     if flats and exclude is not None:  # a window holding one of the producer's ties is not flat
-        on_flat &= ~_windows(exclude.reshape(x4.shape), *geometry, False).any(-1)
+        on_flat &= ~_windows(exclude.reshape(x4.shape), *geometry, False).flatten(-2).any(-1)
     key = v4.masked_fill(on_flat, float("nan")) if flats else v4
-    eq = _windows(x4.detach(), *geometry, float("-inf")) == key[..., None, None].flatten(-2)
+    eq = (_windows(x4.detach(), *geometry, float("-inf")) == key[..., None, None]).flatten(-2)
     n_flat = int(on_flat.count_nonzero()) if flats else 0
     ctx.report.flat[op] += n_flat
     # each other window has at least one entry equal to its max: more entries is a tie
@@ -458,12 +461,12 @@ def _max_pool(ctx, op: str, nd: int, args, kwargs):
         return (value, native_index) if return_indices else value
     tied = eq.sum(-1) > 1
     dx4 = ctx.tangent(x4)
-    k, top_tied = _pick(eq, _windows(dx4, *geometry, 0.0))
+    k, top_tied = _pick(eq, _windows(dx4, *geometry, 0.0).flatten(-2))
     ctx.report.ties[op] += int(tied.count_nonzero())
     ctx.report.identical[op] += int((tied & top_tied).count_nonzero())
     (kh, kw), (sh, sw), (ph, pw) = geometry
-    oh = torch.arange(v4.shape[2]).view(-1, 1) * sh - ph
-    ow = torch.arange(v4.shape[3]).view(1, -1) * sw - pw
+    oh = torch.arange(v4.shape[2], device=x.device).view(-1, 1) * sh - ph
+    ow = torch.arange(v4.shape[3], device=x.device).view(1, -1) * sw - pw
     index = torch.where(tied, (oh + k // kw) * w + ow + k % kw, native_index.reshape(v4.shape))
     out4 = _PoolSelect.apply(x4, v4, index)
     ctx.know(out4, dx4.flatten(2).gather(-1, index.flatten(2)).view_as(v4))
