@@ -1,7 +1,7 @@
 """Measurements of deep-learning theory on anyone's model: curvature, margins, lazy
-training, norms, generalization bounds. Every measure is a function of ``loss(params)`` (DESIGN.md's functional
-form; :func:`model_loss` builds it from an ``nn.Module``) or of tensors, and never mutates
-its inputs."""
+training, norms, generalization bounds. Every measure is a function of ``loss(params)``
+(DESIGN.md's functional form; :func:`model_loss` builds it from an ``nn.Module``) or of
+tensors, and never mutates its inputs."""
 
 from dltheory.measure.bounds import (
     bartlett_bound,

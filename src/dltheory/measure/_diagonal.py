@@ -125,7 +125,8 @@ def _sequential_hessian_diagonal(loss: ModelLoss, params: dict) -> dict[str, tor
                 saved.append(a)
                 a = (torch.nn.functional.linear(a, weights[f"{name}.weight"], weights.get(f"{name}.bias"))
                      if isinstance(m, nn.Linear) else m(a))
-            g, H = _output_derivatives(loss.criterion, a, t, w * x.shape[0] if loss.reduction == "mean" else w)
+            chunk_weight = w * x.shape[0] if loss.reduction == "mean" else w
+            g, H = _output_derivatives(loss.criterion, a, t, chunk_weight)
             eye = torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
             terms = [_Term(eye, H)]
             for (name, m), a_in in zip(reversed(modules[first:]), reversed(saved)):

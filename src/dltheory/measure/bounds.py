@@ -130,7 +130,8 @@ def golowich_rademacher(weights: Sequence[torch.Tensor], input_norm: float, n: i
     if not n >= 1 or not input_norm >= 0:
         raise UserError("n must be ≥ 1 and input_norm ≥ 0")
     depth = len(A)
-    return input_norm * (math.sqrt(2 * depth * math.log(2)) + 1) * math.prod(float(W.norm()) for W in A) / math.sqrt(n)
+    frobenius = math.prod(float(W.norm()) for W in A)
+    return input_norm * (math.sqrt(2 * depth * math.log(2)) + 1) * frobenius / math.sqrt(n)
 
 
 def neyshabur_two_layer_rademacher(U: torch.Tensor, V: torch.Tensor, U0: torch.Tensor, X: torch.Tensor,
