@@ -45,7 +45,7 @@ METHODS = ("gd", "coordinate", "mirror", "admm", "riemannian")
 _BASE = dict(dim=3, negative_dims=2, gamma=1.0, radius=1.5, tensor_d=4, lr_scale=0.5)
 # iterations per method (coordinate descent: sweeps over the d coordinates)
 # (about 3x the iterations the slowest start needs at these step sizes)
-_STEPS = dict(gd=500, coordinate=500, mirror=700, admm=1500, riemannian=800)
+_STEPS = dict(gd=500, coordinate=350, mirror=700, admm=1500, riemannian=800)
 _PROFILES = {  # (starts per run, control starts per run, runs)
     "smoke": (12, 3, 1),
     "quick": (100, 10, 2),
@@ -95,8 +95,8 @@ def _optimizer(config: Mapping[str, Any], quartic, quadratic):
         return (lambda p: CoordinateDescent(p, lr=scale / ell, order="cyclic"), True,
                 steps * config["dim"])
     if method == "mirror":
-        # ψ(w) = Σ w√(w²+β²) − ... is α-strongly convex on |w| ≤ R with α = 1/√(R²+β²), β = 1;
-        # Lee et al. 2019, Cor. 3 needs η < α/ℓ
+        # hypentropy has ψ''(w) = 1/√(w² + β²): α-strongly convex on |w| ≤ R with
+        # α = 1/√(R² + β²), β = 1; Lee et al. 2019 (mirror descent) need η < α/ℓ
         alpha = 1 / math.sqrt(config["radius"] ** 2 + 1)
         return lambda p: MirrorDescent(p, lr=scale * alpha / ell, potential="hypentropy"), False, steps
     if method == "admm":
@@ -202,7 +202,7 @@ class GDAvoidsStrictSaddles(Claim):
             hess_err = 0.0
             errors = [problem.recovery_error(U) for U in end]
             c_errors = [problem.recovery_error(U) for U in control_end]
-            saddle_dist = float("nan")
+            saddle_dist = None  # the tensor control's saddle is not known in advance
             c_saddle = c_lam < -_CURV_TOL
         errors, c_errors = torch.tensor(errors), torch.tensor(c_errors)
         minimizer = (grad <= _GRAD_TOL) & (lam >= -_CURV_TOL) & (errors <= problem.tolerance)

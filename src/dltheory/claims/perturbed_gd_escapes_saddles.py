@@ -34,7 +34,7 @@ from dltheory.optim import GD, PerturbedGD, jin2017_parameters
 from dltheory.problems import StrictSaddle
 
 _OFFSETS = [1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12]
-_BASE = dict(gamma=1.0, epsilon=0.01, delta=0.1, gd_steps=1000, offsets=_OFFSETS)
+_BASE = dict(gamma=1.0, epsilon=0.01, delta=0.1, gd_steps=600, offsets=_OFFSETS)
 _PROFILES = {  # (dimensions, starts per run, runs)
     "smoke": ([2, 16], 8, 1),
     "quick": ([2, 8, 32, 128, 512], 20, 2),
