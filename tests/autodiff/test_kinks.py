@@ -242,6 +242,22 @@ def test_exact_kinks_trains_an_unchanged_sequential_relu_net_with_sgd():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.parametrize("relu", [
+    lambda h: h.relu_(), lambda h: F.relu(h, inplace=True), lambda h: h.clamp_(min=0),
+    lambda h: torch.nn.ReLU(inplace=True)(h),
+])
+def test_in_place_kinks_write_their_result_and_follow_the_direction(relu):
+    # relu_(h) − relu(−h) = h at h = 0: the derivative is 1, whichever way in place
+    for v in (1.0, -1.0):
+        x = ZERO.clone().requires_grad_(True)
+        with exact_kinks(direction={id(x): torch.tensor(v, dtype=torch.float64)}):
+            h = x * 1.0 - 0.0
+            y = relu(h)
+            assert y is h  # written in place, as PyTorch does
+            (h - torch.relu(-(x * 1.0))).backward()
+        assert float(x.grad) == 1.0
+
+
 def test_the_report_is_that_of_the_last_backward():
     x = torch.zeros(3, requires_grad=True)
     with exact_kinks() as mode:

@@ -522,13 +522,14 @@ for _f in (torch.relu, F.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu
 RULES[F.leaky_relu] = _leaky_rule
 RULES[F.hardtanh] = _hardtanh_rule
 RULES[F.relu6] = _relu6_rule
-for _f in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip):
+for _f in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_,
+           torch.clip_, torch.Tensor.clamp_, torch.Tensor.clip_):
     RULES[_f] = _clamp_rule
-for _f in (torch.clamp_min, torch.Tensor.clamp_min):
+for _f in (torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_, torch.Tensor.clamp_min_):
     RULES[_f] = _clamp_min_rule
-for _f in (torch.clamp_max, torch.Tensor.clamp_max):
+for _f in (torch.clamp_max, torch.Tensor.clamp_max, torch.clamp_max_, torch.Tensor.clamp_max_):
     RULES[_f] = _clamp_max_rule
-for _f in (torch.abs, torch.Tensor.abs, torch.absolute):
+for _f in (torch.abs, torch.Tensor.abs, torch.absolute, torch.abs_, torch.Tensor.abs_):
     RULES[_f] = _abs_rule
 for _f in (torch.maximum, torch.Tensor.maximum, torch.fmax):
     RULES[_f] = _maximum_rule
@@ -547,6 +548,18 @@ for _f in (F.max_pool1d, F.max_pool1d_with_indices, torch.max_pool1d):
 for _f in (F.max_pool2d, F.max_pool2d_with_indices, torch.max_pool2d):
     RULES[_f] = _max_pool2d_rule
 RULES[F.l1_loss] = _l1_loss_rule
+
+# Functional forms whose ``inplace`` flag sits at this position.
+_INPLACE_ARG = {F.relu: 1, F.leaky_relu: 2, F.hardtanh: 3, F.relu6: 1}
+
+
+def inplace(func, args, kwargs) -> bool:
+    """Whether this call of a rule's op writes its result into its first argument."""
+    position = _INPLACE_ARG.get(func)
+    if position is not None:
+        return bool(_arg(args, kwargs, position, "inplace", False))
+    return getattr(func, "__name__", "").endswith("_")
+
 
 # Non-smooth ops without a directional rule: reported, refused under strict=True.
 UNHANDLED = {

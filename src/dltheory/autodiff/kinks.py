@@ -29,7 +29,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from dltheory.autodiff._rules import RULES, UNHANDLED, _Ctx, _Direction
+from dltheory.autodiff._rules import RULES, UNHANDLED, _Ctx, _Direction, inplace
 from dltheory.autodiff.report import KinkReport, UnhandledKinkError
 from dltheory.errors import UserError
 
@@ -136,7 +136,7 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
             self._start_forward()
             out = rule(self._ctx, args, kwargs)
             if out is not None:
-                return out
+                return self._in_place(args[0], out) if inplace(func, args, kwargs) else out
             out = func(*args, **kwargs)
             if self._ctx.pending_flat:
                 self._ctx.mark_flat(out, self._ctx.pending_flat)
@@ -145,6 +145,14 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
         if func in UNHANDLED and torch.is_grad_enabled() and _any_requires_grad(args, kwargs):
             self._unhandled(_name(func))
         return func(*args, **kwargs)
+
+    def _in_place(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``relu_`` and kin at a tie: write the rule's output into x, as the op would."""
+        x.copy_(out)  # autograd records the copy: x's gradient flows through out's rule
+        flat = self._ctx.flat.get(out)
+        if flat is not None:
+            self._ctx.mark_flat(x, flat[0], flat[1])
+        return x
 
     def _unhandled(self, name: str) -> None:
         self._start_forward()

@@ -32,9 +32,10 @@ class KinkReport:
         derivatives: for a Gaussian direction this means, almost surely, entries with equal
         Jacobians (identical input patches such as a constant background), so every choice
         gives the same parameter gradient. Counted apart so they do not drown the rest.
-    flat : max-pool windows tied at a value where the op that produced the input is flat
-        (a tie-free ``relu`` output of 0, a ``clamp`` bound): every tied entry has zero
-        derivative, no tangent is needed and the gradient is PyTorch's.
+    flat : max-pool windows whose max is a value where the op that produced the input is
+        flat (0 after a tie-free ``relu``: every entry of the window is 0; a ``clamp``
+        bound): every entry that can tie there has zero derivative, so no tangent is
+        needed and the gradient is PyTorch's.
     unhandled : calls of non-smooth ops that have no directional rule (their ties, if any,
         got PyTorch's convention).
 
