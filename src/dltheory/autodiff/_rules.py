@@ -421,28 +421,54 @@ def _pair(value, nd: int, fill) -> tuple[int, int]:
     return ((fill,) + value) if nd == 1 else value
 
 
-def _windows(t: torch.Tensor, kernel, stride, padding, fill: float) -> torch.Tensor:
-    """The pooling windows of a (n, c, h, w) tensor as a view (n, c, out_h, out_w, kh, kw).
-
-    A view, not a copy: compare it first, flatten the (contiguous) result after.
-    """
+def _windows(t: torch.Tensor, kernel, stride, padding, fill) -> torch.Tensor:
+    """The pooling windows of a (n, c, h, w) tensor, (n, c, out_h, out_w, kh*kw)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if ph or pw:
         t = F.pad(t, (pw, pw, ph, ph), value=fill)
-    return t.unfold(2, kh, sh).unfold(3, kw, sw)
+    return t.unfold(2, kh, sh).unfold(3, kw, sw).flatten(-2)
 
 
-def _equal_to_max(x4: torch.Tensor, key: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
-    """Which entries of each window equal ``key`` (its max): (n, c, out_h, out_w, kh, kw)."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+def _disjoint(x4: torch.Tensor, out_shape, kernel, stride, padding) -> bool:
+    """Whether the windows tile x4 exactly (the usual ``max_pool2d(x, k)``)."""
+    (kh, kw), (oh, ow) = kernel, out_shape[2:]
+    return kernel == stride and padding == (0, 0) and x4.is_contiguous() \
+        and x4.shape[2:] == (oh * kh, ow * kw)
+
+
+def _per_window(mask: torch.Tensor, kernel) -> torch.Tensor:
+    """How many entries of each (disjoint) window are set, by an average pool."""
+    return F.avg_pool2d(mask.float(), kernel) * (kernel[0] * kernel[1])
+
+
+def _pool_choice(x4, key, tangent_of_x4, kernel, stride, padding):
+    """Per window: tied (more than one entry equals ``key``), the tied entry with the
+    largest tangent (index in the input plane), whether that tangent is tied too, and the
+    tangent of x4 (computed by ``tangent_of_x4()`` only when a window ties).
+
+    Returns None when no window ties.
+    Disjoint windows are handled by pooling ops in x4's own memory order: comparing over
+    an unfolded view, or reducing or flattening its window dims, costs 5-50x more.
+    """
     n, c, oh, ow = key.shape
-    if (kh, kw) == (sh, sw) and not (ph or pw) and x4.is_contiguous() \
-            and x4.shape[2:] == (oh * kh, ow * kw):
-        # disjoint windows tiling x: compare in x's own memory order (a strided compare
-        # over the unfolded view, and flattening its result, cost 5-20x more)
-        eq = x4.view(n, c, oh, kh, ow, kw) == key.view(n, c, oh, 1, ow, 1)
-        return eq.permute(0, 1, 2, 4, 3, 5)
-    return _windows(x4, kernel, stride, padding, float("-inf")) == key[..., None, None]
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if _disjoint(x4, key.shape, kernel, stride, padding):
+        eq = (x4.view(n, c, oh, kh, ow, kw) == key.view(n, c, oh, 1, ow, 1)).view(x4.shape)
+        if int(eq.count_nonzero()) == int(key.isfinite().count_nonzero()):
+            return None  # each window (not keyed out by NaN) holds its max once
+        tied, dx = _per_window(eq, kernel) > 1.5, tangent_of_x4()
+        score = torch.where(eq, dx, float("-inf"))
+        best, index = F.max_pool2d_with_indices(score, kernel)  # the first largest tangent
+        winners = (score.view(n, c, oh, kh, ow, kw) == best.view(n, c, oh, 1, ow, 1)).view(x4.shape)
+        return tied, index, _per_window(winners, kernel) > 1.5, dx
+    eq = _windows(x4, kernel, stride, padding, float("-inf")) == key[..., None]
+    if int(eq.count_nonzero()) == int(key.isfinite().count_nonzero()):
+        return None
+    tied, dx = eq.sum(-1) > 1, tangent_of_x4()
+    k, top_tied = _pick(eq, _windows(dx, kernel, stride, padding, 0.0))
+    rows = torch.arange(oh, device=x4.device).view(-1, 1) * sh - ph
+    cols = torch.arange(ow, device=x4.device).view(1, -1) * sw - pw
+    return tied, (rows + k // kw) * x4.shape[3] + cols + k % kw, top_tied, dx
 
 
 def _max_pool(ctx, op: str, nd: int, args, kwargs):
@@ -462,33 +488,27 @@ def _max_pool(ctx, op: str, nd: int, args, kwargs):
     geometry = _pair(kernel, nd, 1), _pair(stride, nd, 1), _pair(padding, nd, 0)
     x4 = x if x.ndim == nd + 2 else x.unsqueeze(0)
     x4 = x4.unsqueeze(2) if nd == 1 else x4
-    n, c, h, w = x4.shape
+    n, c = x4.shape[:2]
     v4 = value.detach().reshape(n, c, -1, value.shape[-1])
     # Windows whose max lies on a flat piece of the producer (0 after a tie-free relu)
     # have zero derivative whatever entry is chosen: key them by NaN so no entry matches.
     flats, exclude = ctx.flat_values(x)
-    on_flat = None
-    for value_ in flats:
-        on_flat = v4 == value_ if on_flat is None else on_flat | (v4 == value_)
-    if flats and exclude is not None:  # a window holding one of the producer's ties is not flat
-        on_flat &= ~_windows(exclude.reshape(x4.shape), *geometry, False).flatten(-2).any(-1)
-    key = v4.masked_fill(on_flat, float("nan")) if flats else v4
-    eq = _equal_to_max(x4.detach(), key, *geometry)
-    n_flat = int(on_flat.count_nonzero()) if flats else 0
-    ctx.report.flat[op] += n_flat
-    # each other window has at least one entry equal to its max: more entries is a tie
-    if int(eq.count_nonzero()) == v4.numel() - n_flat:
+    key = v4
+    if flats:
+        on_flat = v4 == flats[0]
+        for value_ in flats[1:]:
+            on_flat |= v4 == value_
+        if exclude is not None:  # a window holding one of the producer's ties is not flat
+            on_flat &= ~_windows(exclude.reshape(x4.shape), *geometry, False).any(-1)
+        key = v4.masked_fill(on_flat, float("nan"))
+        ctx.report.flat[op] += int(on_flat.count_nonzero())
+    choice = _pool_choice(x4.detach(), key, lambda: ctx.tangent(x4), *geometry)
+    if choice is None:
         return (value, native_index) if return_indices else value
-    eq = eq.flatten(-2)
-    tied = eq.sum(-1) > 1
-    dx4 = ctx.tangent(x4)
-    k, top_tied = _pick(eq, _windows(dx4, *geometry, 0.0).flatten(-2))
+    tied, chosen, top_tied, dx4 = choice
     ctx.report.ties[op] += int(tied.count_nonzero())
     ctx.report.identical[op] += int((tied & top_tied).count_nonzero())
-    (kh, kw), (sh, sw), (ph, pw) = geometry
-    oh = torch.arange(v4.shape[2], device=x.device).view(-1, 1) * sh - ph
-    ow = torch.arange(v4.shape[3], device=x.device).view(1, -1) * sw - pw
-    index = torch.where(tied, (oh + k // kw) * w + ow + k % kw, native_index.reshape(v4.shape))
+    index = torch.where(tied, chosen, native_index.reshape(v4.shape))
     out4 = _PoolSelect.apply(x4, v4, index)
     ctx.know(out4, dx4.flatten(2).gather(-1, index.flatten(2)).view_as(v4))
     out = out4.reshape(value.shape)
