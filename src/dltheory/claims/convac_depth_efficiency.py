@@ -244,9 +244,11 @@ class ConvACDepthEfficiency(Claim):
                     ax1.plot(x.config["N"], x.metrics[f"control_rank_Z{z}"], "x",
                              color=f"C{k}", label=f"shallow Z<r^(N/2), r={rr}"
                              if x is runs[0] and z == x.config["controls"][-1] else None)
-        ax1.set(yscale="log", xscale="log", xlabel="N (inputs)", ylabel="odd/even matricization rank",
+        ax1.set_xscale("log", base=2)
+        ax1.set(yscale="log", xlabel="N (inputs)", ylabel="odd/even matricization rank",
                 title="deep: r^(N/2) (dashed); shallow: ≤ Z")
-        ax1.set_xticks([4, 8, 16], ["4", "8", "16"])
+        ax1.set_xticks([4, 8, 16], ["4", "8", "16"], minor=False)
+        ax1.xaxis.set_minor_locator(plt.NullLocator())
         ax1.legend(fontsize=7)
         for k, x in enumerate(r for r in results if r.curves.get("fit_width") and r.seed == 0):
             color = f"C{k}"

@@ -215,21 +215,23 @@ class DeepLinear(SeedBatched):
         al. 2018, proof of Theorem 1), in closed form: the same numbers autograd gives, at
         a fraction of its cost, and batch-invariant.
         """
-        S, (d_out, d_in) = self.n_seeds, (self.dims[-1], self.dims[0])
-        if tuple(grad_end_to_end.shape) != (S, d_out, d_in):
-            raise ShapeError(f"grad_end_to_end must have shape {(S, d_out, d_in)}, got "
+        shape = (self.n_seeds, self.dims[-1], self.dims[0])
+        if tuple(grad_end_to_end.shape) != shape:
+            raise ShapeError(f"grad_end_to_end must have shape {shape}, got "
                              f"{tuple(grad_end_to_end.shape)}")
         Ws = list(self.weights)
-        eye = [torch.eye(n, dtype=self.dtype, device=self.device).expand(S, n, n)
-               for n in (d_in, d_out)]
-        below = [eye[0]]  # W_{j−1}⋯W_1 for j = 1..N
+        below = [None]  # W_{j−1}⋯W_1 for j = 1..N (None: the identity, skipped)
         for W in Ws[:-1]:
-            below.append(matmul(W, below[-1]))
-        above = [eye[1]]  # W_N⋯W_{j+1} for j = N..1
+            below.append(W if below[-1] is None else matmul(W, below[-1]))
+        above = [None]  # W_N⋯W_{j+1} for j = N..1
         for W in reversed(Ws[1:]):
-            above.append(matmul(above[-1], W))
+            above.append(W if above[-1] is None else matmul(above[-1], W))
         above.reverse()
-        return [matmul(matmul(a.mT, grad_end_to_end), b.mT) for a, b in zip(above, below)]
+        grads = []
+        for a, b in zip(above, below):
+            g = grad_end_to_end if a is None else matmul(a.mT, grad_end_to_end)
+            grads.append(g if b is None else matmul(g, b.mT))
+        return grads
 
     def balancedness(self) -> torch.Tensor:
         """``max_j ‖W_{j+1}ᵀW_{j+1} − W_j W_jᵀ‖_F`` per seed, shape (S,); 0 when balanced."""
