@@ -87,6 +87,30 @@ def test_closed_form_diagonal_equals_dense_diagonal(criterion, head):
     assert float(est) == pytest.approx(float(H.trace()), rel=1e-10)
 
 
+@pytest.mark.parametrize("layers, criterion, out_shape", [
+    ([nn.Conv2d(2, 3, 3), nn.Tanh(), nn.Conv2d(3, 2, 2, stride=2, padding=1), nn.Sigmoid(), nn.Flatten(),
+      nn.Linear(18, 3)], nn.CrossEntropyLoss(), None),
+    ([nn.Conv2d(2, 3, 3, padding=1, dilation=2, bias=False), nn.GELU(), nn.Flatten(), nn.Linear(75, 4),
+      nn.Tanh(), nn.Linear(4, 3)], nn.CrossEntropyLoss(), None),
+    ([nn.Conv2d(2, 1, 3), nn.Tanh(), nn.Conv2d(1, 1, 3)], nn.MSELoss(), (1, 3, 3)),
+])
+def test_closed_form_diagonal_of_convolutions_equals_dense_diagonal(layers, criterion, out_shape):
+    g = torch.Generator().manual_seed(10)
+    model = nn.Sequential(*layers).to(D)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=D))
+    x = torch.randn(6, 2, 7, 7, generator=g, dtype=D)
+    y = (torch.randint(0, 3, (6,), generator=g) if out_shape is None
+         else torch.randn(6, *out_shape, generator=g, dtype=D))
+    loss = model_loss(model, criterion, [(x[:4], y[:4]), (x[4:], y[4:])])
+    params = _params(loss)
+    H, layout = _dense(loss, params)
+    torch.testing.assert_close(layout.flatten(hessian_diagonal(loss, params)), H.diagonal(),
+                               rtol=1e-10, atol=1e-13)
+    assert hessian_trace(loss, params).probes == 0   # the closed form, not P products
+
+
 def test_closed_form_diagonal_of_a_parameter_subset():
     loss = _mlp_loss()
     params = _params(loss)

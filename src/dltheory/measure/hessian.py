@@ -207,11 +207,12 @@ def batched_hvp(loss: Loss, params: Params, vectors: Params, *, chunk_size: int 
 def hessian_diagonal(loss: Loss, params: Params, *, create_graph: bool = False) -> Params:
     """The exact diagonal of the Hessian, ``∂²loss/∂θ_i²``, shaped like ``params``.
 
-    For a :class:`~dltheory.measure.ModelLoss` of an ``nn.Sequential`` of ``Linear``
-    layers and elementwise activations (parameter-free modules such as ``Flatten`` may
-    come first) it is computed in closed form by Hessian backpropagation, at the cost of
-    a few matrix products per layer; for any other loss it takes ``P`` Hessian-vector
-    products (one per coordinate), which suits only small ``P``.
+    For a :class:`~dltheory.measure.ModelLoss` of an ``nn.Sequential`` of ``Linear`` and
+    ``Conv2d`` layers (zero padding, no groups), ``Flatten`` and elementwise activations
+    (parameter-free modules may come first; no BatchNorm, dropout or pooling) it is
+    computed in closed form by Hessian backpropagation, at the cost of a few batched
+    matrix products per layer; for any other loss it takes ``P`` Hessian-vector products
+    (one per coordinate), which suits only small ``P``.
 
     Parameters
     ----------
