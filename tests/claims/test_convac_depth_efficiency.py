@@ -22,7 +22,7 @@ def test_smoke_deep_rank_is_r_to_the_n_over_2_and_shallow_rank_at_most_z():
 
 
 def test_runs_are_deterministic():
-    config = SMOKE.configs[0]
+    config = SMOKE.configs[-1]  # N=8, r=2, no fit
     assert CLAIM.run(config, 1, "cpu").curves == CLAIM.run(config, 1, "cpu").curves
 
 

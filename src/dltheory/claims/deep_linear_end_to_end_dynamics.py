@@ -51,7 +51,7 @@ class DeepLinearEndToEndDynamics(Claim):
     id = "deep-linear-end-to-end-dynamics"
     title = "Balanced deep linear nets: end-to-end matrix follows the preconditioned update"
     source = ("S. Arora, N. Cohen, E. Hazan, \"On the Optimization of Deep Networks: Implicit "
-              "Acceleration by Overparameterization\", ICML 2018, Theorem 1 (eq. 7).")
+              "Acceleration by Overparameterization\", ICML 2018, Theorem 1.")
     statement = ("For a depth-N linear network with balanced initialization, one gradient "
                  "descent step on the layers moves the end-to-end matrix W_e by "
                  "−η Σ_j (W_eW_eᵀ)^((j−1)/N) ∇L(W_e) (W_eᵀW_e)^((N−j)/N) up to O(η²).")

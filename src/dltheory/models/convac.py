@@ -98,7 +98,7 @@ class ConvAC(SeedBatched):
         self.kind, self.bandwidth = kind, float(bandwidth)
         self.channels = self._channels(channels)
         # Locations per layer: N, N/2, ..., 2 (deep); N (shallow).
-        locations = [self.N >> l for l in range(len(self.channels))]
+        locations = [self.N >> level for level in range(len(self.channels))]
         fan_in = [self.M] + self.channels[:-1]
         shapes = [(self.M, self.d)] + [(J, r, f) for J, r, f in
                                        zip(locations, self.channels, fan_in)]

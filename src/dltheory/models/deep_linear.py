@@ -78,7 +78,7 @@ def preconditioned_gradient(W_e: torch.Tensor, grad: torch.Tensor, depth: int) -
     References
     ----------
     S. Arora, N. Cohen, E. Hazan, "On the Optimization of Deep Networks: Implicit
-    Acceleration by Overparameterization", ICML 2018, Theorem 1 (eq. 7); for a single
+    Acceleration by Overparameterization", ICML 2018, Theorem 1; for a single
     output, Theorem 2: ``‖w‖^{2−2/N} (∇ + (N−1) Pr_w ∇)``.
 
     Examples
@@ -124,7 +124,7 @@ class DeepLinear(SeedBatched):
     References
     ----------
     S. Arora, N. Cohen, E. Hazan, "On the Optimization of Deep Networks: Implicit
-    Acceleration by Overparameterization", ICML 2018, Section 5 (balancedness, Theorem 1).
+    Acceleration by Overparameterization", ICML 2018 (balancedness, Theorem 1).
     S. Arora, N. Cohen, N. Golowich, W. Hu, "A Convergence Analysis of Gradient Descent for
     Deep Linear Neural Networks", ICLR 2019, Procedure 1 (balanced initialization).
 
@@ -234,8 +234,11 @@ class DeepLinear(SeedBatched):
         return grads
 
     def balancedness(self) -> torch.Tensor:
-        """``max_j ‖W_{j+1}ᵀW_{j+1} − W_j W_jᵀ‖_F`` per seed, shape (S,); 0 when balanced."""
-        Ws = list(self.weights)
+        """``max_j ‖W_{j+1}ᵀW_{j+1} − W_j W_jᵀ‖_F`` per seed, shape (S,); 0 when balanced.
+
+        A measurement: computed without autograd.
+        """
+        Ws = [W.detach() for W in self.weights]
         if len(Ws) == 1:
             return torch.zeros(self.n_seeds, dtype=self.dtype, device=self.device)
         gaps = [torch.linalg.matrix_norm(matmul(B.mT, B) - matmul(A, A.mT))
