@@ -32,6 +32,8 @@ IDENTITIES = [
     (lambda x: F.relu6(x) - x.clamp(0, 6), 0.0),
     (lambda x: x.clamp_min(0) - torch.relu(x), 0.0),
     (lambda x: torch.minimum(x, 0 * x) + torch.relu(x), 1.0),  # = x
+    (lambda x: (x.expand(3).clamp(min=torch.zeros(3, dtype=x.dtype)) - torch.relu(x)).sum(), 0.0),  # = 0
+    (lambda x: (x.expand(2).clamp(max=torch.zeros(2, dtype=x.dtype)) + torch.relu(x)).sum(), 2.0),  # = 2x
 ]
 
 

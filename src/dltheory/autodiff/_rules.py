@@ -262,10 +262,10 @@ def _clamp_rule(ctx, args, kwargs):
     if isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor):
         # tensor bounds are maximum/minimum in disguise
         x = args[0]
-        if low is not None:
-            x = _binary_extreme(ctx, "clamp", x, low, True) or torch.maximum(x, low)
-        if high is not None:
-            x = _binary_extreme(ctx, "clamp", x, high, False) or torch.minimum(x, high)
+        for bound, take_larger, native in ((low, True, torch.maximum), (high, False, torch.minimum)):
+            if bound is not None:
+                tied = _binary_extreme(ctx, "clamp", x, bound, take_larger)
+                x = native(x, bound) if tied is None else tied
         return x
     return _hardtanh(ctx, "clamp", args[0], low, high)
 
