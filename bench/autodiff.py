@@ -10,8 +10,9 @@ inputs, fp32, CPU, batch 64/256/1024:
   digits, pixels/16 so the background is exactly 0) in fp32 and bfloat16.
 
 Timings are medians of interleaved repeats, printed, never asserted. Run:
-``python bench/autodiff.py`` (about 2 minutes on 2 cores); ``--cuda`` times the same
-workloads on the GPU (no tie-frequency table there).
+``python bench/autodiff.py`` (about 2 minutes on 2 cores); ``--threads N`` sets torch's
+CPU threads (default 2; use 1 on a loaded machine, where waiting OpenMP threads distort
+the timings); ``--cuda`` times the same workloads on the GPU (no tie-frequency table).
 """
 
 from __future__ import annotations
@@ -232,8 +233,9 @@ def tie_frequency_table(steps: int = 30) -> None:
 
 
 if __name__ == "__main__":
-    # python bench/autodiff.py [--cuda]   (--memory: the child process that measures memory)
-    torch.set_num_threads(2)
+    # python bench/autodiff.py [--cuda] [--threads N]   (--memory: the child that measures memory)
+    threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2
+    torch.set_num_threads(threads)
     if "--memory" in sys.argv:
         memory_table()
         sys.exit()
@@ -246,6 +248,6 @@ if __name__ == "__main__":
         # memory in a child process: every tensor-sized block mmap'd and returned on free,
         # so the resident set follows the live tensors (too slow a malloc for timings)
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-        subprocess.run([sys.executable, __file__, "--memory"], env=env, check=True)
+        subprocess.run([sys.executable, __file__, "--memory", "--threads", str(threads)], env=env, check=True)
         tie_frequency_table()
     print(f"(total {time.perf_counter() - start:.0f} s)")
