@@ -5,7 +5,7 @@ COLT 2016, Theorem 1: the coefficient tensor of a deep ConvAC (hierarchical Tuck
 inputs, r channels in every layer, M ≥ r representation functions) with weights drawn
 from any continuous distribution has, almost surely, an odd/even matricization of rank at
 least r^{N/2}. A shallow ConvAC (CP) with Z channels has matricization rank ≤ Z, so it
-needs Z ≥ r^{N/2} channels to represent the deep one (Corollary 2): depth efficiency.
+needs Z ≥ r^{N/2} channels to represent the deep one: depth efficiency.
 
 Setup: random deep ConvACs with M = r Gaussian representation functions (so the bound
 r^{N/2} is the full size M^{N/2} of the matricization and Theorem 1 gives the rank
@@ -138,7 +138,7 @@ class ConvACDepthEfficiency(Claim):
     id = "convac-depth-efficiency"
     title = "Deep ConvACs: matricization rank r^(N/2), so shallow ones need r^(N/2) channels"
     source = ("N. Cohen, O. Sharir, A. Shashua, \"On the Expressive Power of Deep Learning: A "
-              "Tensor Analysis\", COLT 2016, Theorem 1 and Corollary 2.")
+              "Tensor Analysis\", COLT 2016, Theorem 1 and its corollary on depth efficiency.")
     statement = ("The grid tensor of a random deep convolutional arithmetic circuit with N "
                  "inputs and r channels has odd/even matricization rank r^(N/2) almost surely, "
                  "so a shallow ConvAC needs at least r^(N/2) channels to represent it.")
@@ -150,8 +150,9 @@ class ConvACDepthEfficiency(Claim):
         "leaves V_j well conditioned, every d_i 10³ above its rounding bound) — and every "
         "run is certified by at least one. Control: every random shallow ConvAC with "
         "Z < r^(N/2) channels has certified rank ≤ Z. Fit: CP-ALS fits of shallow ConvACs "
-        "of width Z < r^(N/2) to a deep one keep a relative residual ≥ the Eckart–Young bound √(Σ_{i>Z} σ_i²)/‖A‖ "
-        "(up to 1e-9), and that bound is ≥ 10³·τ/σ₁ (not round-off)."
+        "of width Z < r^(N/2) to a deep one keep a relative residual ≥ the Eckart–Young "
+        "bound √(Σ_{i>Z} σ_i²)/‖A‖ (up to 1e-9), and that bound is ≥ 10³·τ/σ₁ (not "
+        "round-off)."
     )
 
     def sweep(self, profile: str) -> Sweep:

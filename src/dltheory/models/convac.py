@@ -17,9 +17,9 @@ for an invertible ``F`` its matricization ranks are those of ``A^y``.
 References
 ----------
 N. Cohen, O. Sharir, A. Shashua, "On the Expressive Power of Deep Learning: A Tensor
-Analysis", COLT 2016, Sections 3–4 (eqs. 2–5, Theorem 1).
+Analysis", COLT 2016 (the CP and hierarchical Tucker networks, Theorem 1).
 N. Cohen, A. Shashua, "Convolutional Rectifier Networks as Generalized Tensor
-Decompositions", ICML 2016, Section 3 (grid tensors).
+Decompositions", ICML 2016 (grid tensors).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class ConvAC(SeedBatched):
     References
     ----------
     N. Cohen, O. Sharir, A. Shashua, "On the Expressive Power of Deep Learning: A Tensor
-    Analysis", COLT 2016, eqs. (2)–(5) and Theorem 1.
+    Analysis", COLT 2016, the shallow (CP) and deep (hierarchical Tucker) networks, Theorem 1.
 
     Examples
     --------
@@ -150,8 +150,8 @@ class ConvAC(SeedBatched):
 
         Computed by contracting the decomposition (no network evaluation at the M'^N
         points): the level-0 vectors ``v^{j,α}_k = conv_0(j, α)`` at ``x_j = x⁽ᵏ⁾`` are
-        combined by outer products and the weights of each layer (eq. 4 of Cohen et al.
-        2016 for the deep network, eq. 2 for the shallow one).
+        combined by outer products and the weights of each layer, as in the hierarchical
+        Tucker (deep) and CP (shallow) decompositions of Cohen et al. 2016.
         """
         if not isinstance(grid, torch.Tensor) or grid.dim() not in (2, 3) or \
                 grid.shape[-1] != self.d or (grid.dim() == 3 and grid.shape[0] != self.n_seeds):
