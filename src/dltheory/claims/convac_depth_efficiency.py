@@ -289,7 +289,8 @@ class ConvACDepthEfficiency(Claim):
             Ns = sorted({x.config["N"] for x in runs})
             ax1.plot(Ns, [rr ** (N // 2) for N in Ns], "--", color=f"C{k}", alpha=0.6)
             for x in runs:
-                ax1.plot(x.config["N"], x.metrics["deep_rank"], "o", color=f"C{k}",
+                rank = x.metrics["diagonal_rank" if x.metrics["diagonal_certified"] else "deep_rank"]
+                ax1.plot(x.config["N"], rank, "o", color=f"C{k}",
                          label=f"deep, r={rr}" if x is runs[0] else None)
                 for z in x.config["controls"]:
                     ax1.plot(x.config["N"], x.metrics[f"control_rank_Z{z}"], "x",
