@@ -10,3 +10,8 @@ from dltheory.models.deep import MLP, ResNet
 from dltheory.models.two_layer import QuadraticNet, TwoLayer
 
 __all__ = ["ACTIVATIONS", "MLP", "QuadraticNet", "ResNet", "SeedBatched", "TwoLayer", "c_sigma"]
+
+from dltheory.models.convac import ConvAC, matricize  # noqa: E402
+from dltheory.models.deep_linear import DeepLinear, preconditioned_gradient  # noqa: E402
+
+__all__ += ["ConvAC", "DeepLinear", "matricize", "preconditioned_gradient"]
