@@ -31,8 +31,12 @@ class _SymmetricSensing(_SymmetricLowRank):
         """``(⟨A_i, UUᵀ⟩)_i`` for a factor U."""
         raise NotImplementedError
 
+    def residuals(self, params) -> torch.Tensor:
+        """``r_i = ⟨A_i, UUᵀ⟩ − y_i``: the loss is ``½·mean(r²)`` (for Gauss–Newton solvers)."""
+        return self._measure(self._factor(params)) - self.y
+
     def loss(self, params):
-        return 0.5 * ((self._measure(self._factor(params)) - self.y) ** 2).mean()
+        return 0.5 * (self.residuals(params) ** 2).mean()
 
     @cached_property
     def _curvature(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,10 +252,14 @@ class AsymmetricMatrixSensing(Problem):
         _check_shape("AsymmetricMatrixSensing", "R", params["R"], (self.n2, self.width))
         return params["L"], params["R"]
 
+    def residuals(self, params) -> torch.Tensor:
+        """``r_i = ⟨A_i, LRᵀ⟩ − y_i``: the data term of the loss is ``½·mean(r²)``."""
+        L, R = self._factors(params)
+        return torch.einsum("mij,ij->m", self.A, L @ R.mT) - self.y
+
     def loss(self, params):
         L, R = self._factors(params)
-        residual = torch.einsum("mij,ij->m", self.A, L @ R.mT) - self.y
-        return 0.5 * (residual ** 2).mean() + self.balance * ((L.mT @ L - R.mT @ R) ** 2).sum()
+        return 0.5 * (self.residuals(params) ** 2).mean() + self.balance * ((L.mT @ L - R.mT @ R) ** 2).sum()
 
     def hessian_trace(self, params) -> torch.Tensor:
         r"""The trace of the Hessian of the loss at ``params``, in closed form.
