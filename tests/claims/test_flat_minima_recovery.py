@@ -103,7 +103,7 @@ def test_gauss_newton_reaches_a_degenerate_interpolant():
     # width-n factorization where first-order methods slow down; Levenberg–Marquardt does not
     import torch
 
-    from dltheory.claims.flat_minima_recovery import gauss_newton
+    from dltheory.claims._flat_minima import gauss_newton
     from dltheory.problems import MatrixSensing
 
     gen = torch.Generator().manual_seed(0)

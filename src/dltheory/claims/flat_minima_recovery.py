@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from dltheory.claims._flat_minima import flattest_minimizer, gauss_newton, minimize_lbfgs
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
@@ -55,9 +56,6 @@ _INTERPOLATION_TOL = 1e-9  # an interpolant: loss ≤ 1e-9 · loss(0) (relative 
 _CONTROL_FAILS = 1e-1  # the control's flattest minimizer: relative error ≥ 0.1 (100× the tolerance)
 _SPREAD = 10 * _RECOVERY_TOL  # (b) is judged where some non-flat minimizer misses the truth by this
 _P_VALUE = 0.01  # (b): Spearman ρ > 0, one-sided p below this
-# λ → 0; then Gauss–Newton moves to the nearest interpolant, O(λ·‖D‖) ≈ 1e-6 away
-_LAMBDAS = (1e-3, 1e-5, 1e-7)
-_GN_STEPS = 30  # Levenberg–Marquardt steps onto the interpolating set (linear rate, even degenerate)
 _SCALES = (-1.5, 0.5)  # log10 of the init scales of the non-flat minimizers
 
 
@@ -86,87 +84,6 @@ def _build(problem: str, n: int, m: int, generator: torch.Generator):
     if problem == "covariance":
         return CovarianceEstimation(n, 1, m, width=n, generator=generator)
     return QuadraticNetwork(n, 1, n, m, generator=generator)
-
-
-def _flatten(init):
-    """One flat leaf for ``init`` (a tensor or a dict of tensors) and the map back."""
-    names = list(init) if isinstance(init, dict) else None
-    leaves = [init[k] for k in names] if names else [init]
-    shapes, sizes = [x.shape for x in leaves], [x.numel() for x in leaves]
-
-    def unflatten(v):
-        parts = [c.reshape(s) for c, s in zip(v.split(sizes), shapes)]
-        return dict(zip(names, parts)) if names else parts[0]
-
-    return torch.cat([x.reshape(-1) for x in leaves]).detach().clone(), unflatten
-
-
-def _lbfgs(objective, init, iterations: int):
-    """Minimize ``objective(params)`` by L-BFGS (strong Wolfe) over one flat leaf.
-
-    One flat leaf: the parameter of :class:`QuadraticNetwork` is a transpose, whose gradient
-    is not contiguous, which ``torch.optim.LBFGS`` cannot flatten.
-    """
-    flat, unflatten = _flatten(init)
-    flat.requires_grad_()
-    opt = torch.optim.LBFGS([flat], lr=1, max_iter=iterations, tolerance_grad=1e-13,
-                            tolerance_change=1e-18, history_size=30, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        value = objective(unflatten(flat))
-        value.backward()
-        return value
-
-    opt.step(closure)
-    return unflatten(flat.detach())
-
-
-def gauss_newton(residuals, init, iterations: int = _GN_STEPS):
-    """Levenberg–Marquardt onto the interpolating set ``{θ : r(θ) = 0}``.
-
-    Each step is the minimum-norm damped Gauss–Newton step ``d = −Jᵀ(JJᵀ + μI)⁻¹r`` (J the
-    m × p Jacobian, m < p), accepted when it lowers ``‖r‖²`` (then μ shrinks, else it grows).
-    Why not L-BFGS: where the interpolant is rank-deficient (an over-parametrized factor of a
-    low-rank matrix) the minimum is degenerate, the loss is quartic in the excess columns and
-    first-order methods slow to a sublinear rate, while Gauss–Newton still halves the excess
-    per step (Newton on ``EEᵀ = 0``). Accept/reject by ``torch.where``: no host sync.
-    """
-    v, unflatten = _flatten(init)
-
-    def r_of(x):
-        return residuals(unflatten(x))
-
-    jacobian = torch.func.jacrev(r_of)
-    r = r_of(v)
-    mu = torch.ones((), dtype=v.dtype, device=v.device)
-    for _ in range(iterations):
-        J = jacobian(v)
-        K = J @ J.mT
-        damping = mu * 1e-3 * torch.diagonal(K).mean()
-        eye = torch.eye(len(r), dtype=v.dtype, device=v.device)
-        step = -J.mT @ torch.linalg.solve(K + damping * eye, r)
-        r_new = r_of(v + step)
-        better = (r_new ** 2).sum() < (r ** 2).sum()
-        v = torch.where(better, v + step, v)
-        r = torch.where(better, r_new, r)
-        mu = torch.where(better, mu / 3, mu * 4)
-    return unflatten(v)
-
-
-def flattest_minimizer(problem, init, iterations: int, lambdas=_LAMBDAS):
-    """Trace-regularized training ``f + λ·tr∇²f`` along a decreasing sequence λ → 0.
-
-    Each stage starts from the previous minimizer, so the iterate follows the path of
-    regularized minimizers, whose limit is the flattest interpolant (Ding et al. 2024, §3);
-    a last Gauss–Newton stage (λ = 0) closes the O(λ) residual that the regularizer leaves,
-    moving to the nearest interpolant (minimum-norm steps).
-    """
-    params = init
-    for lam in lambdas:
-        params = _lbfgs(lambda p, lam=lam: problem.loss(p) + lam * problem.hessian_trace(p), params,
-                        iterations)
-    return gauss_newton(problem.residuals, params)
 
 
 class FlatMinimaRecovery(Claim):
@@ -227,7 +144,7 @@ class FlatMinimaRecovery(Claim):
         flat = flattest_minimizer(problem, problem.init(gen, scale=0.1), config["iterations"])
         scales = np.logspace(*_SCALES, config["others"]).tolist()
         others = [gauss_newton(problem.residuals,
-                               _lbfgs(problem.loss, problem.init(gen, scale=s), config["iterations"]))
+                               minimize_lbfgs(problem.loss, problem.init(gen, scale=s), config["iterations"]))
                   for s in scales]
         metrics = {
             "m": m,

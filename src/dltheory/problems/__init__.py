@@ -8,6 +8,7 @@ symmetry), ``success(params)`` and ``manifold``. Instances are drawn from an exp
 
 from dltheory.problems.base import Problem
 from dltheory.problems.completion import MatrixCompletion, RobustPCA
+from dltheory.problems.deep_sensing import DeepMatrixSensing
 from dltheory.problems.dictionary_learning import DictionaryLearning
 from dltheory.problems.low_rank_approximation import LowRankApproximation
 from dltheory.problems.maxcut import MaxCutBurerMonteiro
@@ -24,6 +25,7 @@ from dltheory.problems.tensor_decomposition import OrthogonalTensorDecomposition
 __all__ = [
     "AsymmetricMatrixSensing",
     "CovarianceEstimation",
+    "DeepMatrixSensing",
     "DictionaryLearning",
     "LowRankApproximation",
     "MatrixCompletion",
