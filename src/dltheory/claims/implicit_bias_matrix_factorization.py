@@ -16,7 +16,8 @@ enough α recovers M* — then also the solution of (P) — up to an error that 
 Setup: a planted PSD rank-r M* (``dltheory.problems.MatrixSensing`` with Gaussian A_i, or
 ``QuadraticNetwork`` with Gaussian inputs), the solution of (P) by cvxpy with its dual
 certificate checked (``dltheory.reference.min_nuclear_norm``), GD with the step 1/λ_max of the
-dense float64 Hessian of f at the factor of that solution (the sharpness at the target), the
+dense float64 Hessian of f, the larger of its values at the factor of that solution and at
+the largest initialization (the sharpness at both ends of the run), the
 same U_init direction for every α of a geometric grid, all seeds and α's as one batched
 computation. We compare the *end-to-end* matrix UUᵀ, relative Frobenius error to the
 solution of (P) — the factor itself is only defined up to U ↦ UQ.
@@ -54,7 +55,7 @@ _PROFILES = {
     "quick": [
         dict(problem="sensing", n=16, rank=2, measurements=60, steps=10_000, alphas=_ALPHAS,
              lr_scale=1.0, checkpoints=20),
-        dict(problem="quadratic-net", n=16, rank=2, measurements=48, steps=20_000,
+        dict(problem="quadratic-net", n=16, rank=2, measurements=80, steps=20_000,
              alphas=_ALPHAS, lr_scale=1.0, checkpoints=20),
         dict(problem="sensing", n=16, rank=4, measurements=40, steps=10_000, alphas=_ALPHAS,
              lr_scale=1.0, checkpoints=20),
@@ -179,10 +180,13 @@ class ImplicitBiasMatrixFactorization(Claim):
         g = self.generator(config, seed)
         problem, S = _problem(config, g)
         ref = min_nuclear_norm(S, problem.y, psd=True)
-        eta = config["lr_scale"] / _sharpness(S, problem.y, _psd_factor(ref.M))
         U_init = problem.init(g, scale=1.0)
         if config["problem"] == "quadratic-net":
             U_init = U_init.mT  # the network's W is (width, d); the factor is U = Wᵀ
+        # The sharpness at both ends of the largest run (α = 1 start, the target).
+        sharpness = max(_sharpness(S, problem.y, _psd_factor(ref.M)),
+                        _sharpness(S, problem.y, config["alphas"][0] * U_init))
+        eta = config["lr_scale"] / sharpness
         return problem, S, ref, eta, U_init
 
     def _run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
