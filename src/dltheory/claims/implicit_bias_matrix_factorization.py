@@ -17,7 +17,7 @@ Setup: a planted PSD rank-r M* (``dltheory.problems.MatrixSensing`` with Gaussia
 ``QuadraticNetwork`` with Gaussian inputs), the solution of (P) by cvxpy with its dual
 certificate checked (``dltheory.reference.min_nuclear_norm``), GD with the step 1/λ_max of the
 dense float64 Hessian of f, the larger of its values at the factor of that solution and at
-the largest initialization (the sharpness at both ends of the run), the
+the run's initialization (the sharpness at both ends of each run), the
 same U_init direction for every α of a geometric grid, all seeds and α's as one batched
 computation. We compare the *end-to-end* matrix UUᵀ, relative Frobenius error to the
 solution of (P) — the factor itself is only defined up to U ↦ UQ.
@@ -183,10 +183,10 @@ class ImplicitBiasMatrixFactorization(Claim):
         U_init = problem.init(g, scale=1.0)
         if config["problem"] == "quadratic-net":
             U_init = U_init.mT  # the network's W is (width, d); the factor is U = Wᵀ
-        # The sharpness at both ends of the largest run (α = 1 start, the target).
-        sharpness = max(_sharpness(S, problem.y, _psd_factor(ref.M)),
-                        _sharpness(S, problem.y, config["alphas"][0] * U_init))
-        eta = config["lr_scale"] / sharpness
+        # Each α's step: 1/sharpness at both ends of its run (its start, the target).
+        target = _sharpness(S, problem.y, _psd_factor(ref.M))
+        eta = [config["lr_scale"] / max(target, _sharpness(S, problem.y, a * U_init))
+               for a in config["alphas"]]
         return problem, S, ref, eta, U_init
 
     def _run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
@@ -197,7 +197,7 @@ class ImplicitBiasMatrixFactorization(Claim):
         M_ref = torch.stack([torch.tensor(s[2].M) for s in setups]).to(device)[:, None]
         M_star = torch.stack([s[0].M_star for s in setups]).to(device)[:, None]
         eta = torch.tensor([s[3] for s in setups], dtype=torch.float64, device=device)
-        eta = eta[:, None, None, None]
+        eta = eta[:, :, None, None]
         U = alphas[None, :, None, None] * torch.stack([s[4] for s in setups]).to(device)[:, None]
         marks = log_checkpoints(config["steps"], config["checkpoints"])
         errors, t = [], 0
@@ -226,7 +226,7 @@ class ImplicitBiasMatrixFactorization(Claim):
         err = [float(e) for e in final["error"]]
         metrics = {
             "reference_gap": float(ref.gap), "reference_to_truth": ref_to_truth,
-            "measurements_suffice": ref_to_truth < _RECOVERED, "step": eta,
+            "measurements_suffice": ref_to_truth < _RECOVERED, "step": eta[-1], "control_step": eta[0],
             "control_error": err[0], "smallest_alpha_error": err[-1],
             "smallest_alpha_recovery": float(final["recovery"][-1]),
             "smallest_alpha_residual": float(final["residual"][-1]),

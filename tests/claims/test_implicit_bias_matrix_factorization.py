@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from dltheory import UserError
+from dltheory.claims import Result, Results, get_claim
+from dltheory.claims.implicit_bias_matrix_factorization import _problem, sensing_gradient
+
+CLAIM = get_claim("implicit-bias-matrix-factorization")
+SMOKE = CLAIM.sweep("smoke").configs[0]
+SHORT = {**SMOKE, "steps": 200, "checkpoints": 4}
+
+
+@pytest.mark.parametrize("problem", ["sensing", "quadratic-net"])
+def test_batched_gradient_is_the_gradient_of_the_problems_loss(problem):
+    config = {**SMOKE, "problem": problem}
+    p, S = _problem(config, torch.Generator().manual_seed(0))
+    U = p.init(torch.Generator().manual_seed(1))
+    U = U.mT if problem == "quadratic-net" else U
+    X = U.detach().clone().requires_grad_()
+    loss = p.loss(X.mT if problem == "quadratic-net" else X)
+    (expected,) = torch.autograd.grad(loss, X)
+    _, grad = sensing_gradient(S[None], p.y[None], U[None, None])
+    torch.testing.assert_close(grad[0, 0], expected)
+
+
+def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit():
+    seeds = [0, 1]
+    together = CLAIM.run_batch(SHORT, seeds, "cpu")
+    for seed, batched in zip(seeds, together):
+        alone = CLAIM.run_batch(SHORT, [seed], "cpu")[0]
+        assert batched.metrics == alone.metrics, seed
+        assert batched.curves == alone.curves, seed
+    assert together[0].metrics != together[1].metrics
+
+
+def test_smoke_run_reaches_min_nuclear_norm_and_the_control_does_not():
+    seeds = CLAIM.sweep("smoke").seeds
+    outcomes = CLAIM.run_batch(SMOKE, seeds, "cpu")
+    verdict = CLAIM.judge(Results(Result(SMOKE, s, "ok", o.metrics, o.curves)
+                                  for s, o in zip(seeds, outcomes)))
+    assert verdict.passed, verdict.measured
+    for o in outcomes:
+        assert o.metrics["reference_gap"] < 1e-6 and o.metrics["measurements_suffice"]
+        assert o.metrics["control_error"] > 10 * o.metrics["smallest_alpha_error"]
+
+
+def _metrics(**overrides):
+    base = dict(measurements_suffice=True, monotone_in_alpha=True, smallest_alpha_error=0.01,
+                smallest_alpha_residual=1e-5, smallest_alpha_recovery=0.01, control_error=0.8,
+                nuclear_ratio_smallest_alpha=1.0)
+    return Result(SMOKE, 0, "ok", {**base, **overrides}, {})
+
+
+@pytest.mark.parametrize("bad, check", [
+    (dict(monotone_in_alpha=False), "error non-increasing as α → 0"),
+    (dict(smallest_alpha_error=0.06), "smallest α reaches min nuclear norm"),
+    (dict(smallest_alpha_residual=2e-3), "GD fits the measurements"),
+    (dict(smallest_alpha_recovery=0.2), "recovers M*"),
+    (dict(control_error=0.2), "control α = 1 ends far"),
+    (dict(control_error=0.3, smallest_alpha_error=0.1 - 0.06), "control α = 1 ends far"),
+])
+def test_verdict_fails_when_any_seed_breaks_the_criterion(bad, check):
+    verdict = CLAIM.judge(Results([_metrics(), _metrics(**bad)]))
+    assert verdict.passed is False
+    assert verdict.details["checks"][check] is False
+    assert check in verdict.measured
+    assert CLAIM.judge(Results([_metrics()])).passed
+
+
+def test_configs_where_min_nuclear_norm_is_not_the_truth_are_reported_not_judged():
+    conjecture = _metrics(measurements_suffice=False, monotone_in_alpha=False)
+    verdict = CLAIM.judge(Results([_metrics(), conjecture]))
+    assert verdict.passed and "reported" in verdict.measured
+    assert CLAIM.judge(Results([conjecture])).passed is False
+
+
+@pytest.mark.parametrize("bad", [
+    dict(problem="cubic"), dict(rank=0), dict(steps=10), dict(alphas=[0.1, 0.01, 0.001]),
+    dict(alphas=[1.0, 0.01, 0.1]), dict(lr_scale=3.0),
+])
+def test_bad_configs_raise_a_user_error(bad):
+    with pytest.raises(UserError):
+        CLAIM.validate({**SMOKE, **bad})
