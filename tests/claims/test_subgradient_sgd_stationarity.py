@@ -1,37 +1,16 @@
-import cvxpy as cp
-import numpy as np
 import pytest
 import torch
 
 from dltheory import ConfigError
 from dltheory.claims import Result, Results, get_claim
 from dltheory.claims.subgradient_sgd_stationarity import (_phase_retrieval, _phase_subgradient,
-                                                         _relu_regression, _relu_subgradient,
-                                                         goldstein_gap, min_norm_in_hull)
+                                                         _relu_regression, _relu_subgradient)
 
 CLAIM = get_claim("subgradient-sgd-stationarity")
 
 
 def _smoke(which, **over):
     return {**next(c for c in CLAIM.sweep("smoke").configs if c["problem"] == which), **over}
-
-
-def test_goldstein_gap_is_zero_at_a_kink_and_the_gradient_norm_away_from_one():
-    loss = lambda x: x.abs().sum()  # noqa: E731 — the kink set is x = 0
-    gen = torch.Generator().manual_seed(0)
-    at_kink = goldstein_gap(loss, torch.zeros(2, dtype=torch.float64), 0.1, 64, gen)
-    away = goldstein_gap(loss, torch.tensor([1.0, -1.0], dtype=torch.float64), 0.1, 16, gen)
-    assert at_kink < 1e-9
-    assert away == pytest.approx(np.sqrt(2), rel=1e-6)
-
-
-@pytest.mark.parametrize("shift", [0.0, 0.7])
-def test_min_norm_in_hull_matches_cvxpy(shift):
-    rng = np.random.default_rng(0)
-    G = rng.standard_normal((10, 40)) + shift  # shift 0: 0 inside the hull; 0.7: outside
-    lam = cp.Variable(40, nonneg=True)
-    reference = cp.Problem(cp.Minimize(cp.norm(G @ lam)), [cp.sum(lam) == 1]).solve(solver=cp.CLARABEL)
-    assert min_norm_in_hull(G) == pytest.approx(reference, abs=1e-6)
 
 
 @pytest.mark.parametrize("make, subgradient, problem", [

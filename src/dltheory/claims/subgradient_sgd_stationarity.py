@@ -6,7 +6,8 @@ steps η_t → 0, Σ η_t = ∞, Σ η_t² < ∞, every limit point of the stoch
 method is Clarke-stationary. Stationarity of a non-smooth function cannot be read off one
 subgradient (it is large right next to a kink); we certify it by the Goldstein
 ε-subdifferential: dist(0, conv{∇f(y) : y sampled in the ball B(x, ε)}), the min-norm point
-of the hull (non-negative least squares, checked against cvxpy in the tests). The hull of
+of the hull (``dltheory.measure.goldstein_gap``; non-negative least squares, checked against
+cvxpy in the tests). The hull of
 K sampled gradients in dimension D misses 0 with high probability when K is close to D
 (Wendel: half the time at K = 2D even for gradients spread evenly around 0), which puts a
 floor under the measured gap; K = 6D samples remove it (measured at a stationary point: gap
@@ -30,12 +31,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import nnls
-from torch.func import grad, vmap
 
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
+from dltheory.measure.stationarity import goldstein_gap
 
 # per problem: phase retrieval in dimension d; the ReLU regression's θ has hidden·(d + 1)
 # entries. The Goldstein certificate samples samples_per_dim gradients per dimension.
@@ -120,30 +120,6 @@ def _relu_subgradient(theta, X, y):
     g_a = (s * h).mean(1)
     g_W = ((s * a[:, None, :] * (pre > 0))[..., None] * X[:, :, None, :]).mean(1)
     return torch.cat([g_W.reshape(S, -1), g_a], 1)
-
-
-def min_norm_in_hull(G: np.ndarray) -> float:
-    """dist(0, conv of the columns of G): a feasible point's norm, optimal up to ~1e-6.
-
-    Non-negative least squares on [G; M·1ᵀ] λ ≈ [0; M] (the simplex constraint as a heavy
-    penalty), λ renormalized onto the simplex, so the value is always an upper bound.
-    """
-    scale = float(np.linalg.norm(G, axis=0).max()) or 1.0
-    penalty = 1e3
-    E = np.vstack([G / scale, np.full((1, G.shape[1]), penalty)])
-    f = np.zeros(E.shape[0])
-    f[-1] = penalty
-    lam, _ = nnls(E, f, maxiter=50 * G.shape[1])
-    return float(np.linalg.norm(G @ (lam / lam.sum())))
-
-
-def goldstein_gap(loss, x: torch.Tensor, radius: float, samples: int, gen) -> float:
-    """dist(0, conv{∇f(y_k)}) for y_k uniform in the ball B(x, radius)."""
-    D = x.numel()
-    u = torch.randn(samples, D, generator=gen, dtype=x.dtype, device=x.device)
-    r = radius * torch.rand(samples, 1, generator=gen, dtype=x.dtype, device=x.device) ** (1 / D)
-    G = vmap(grad(loss))(x + r * u / u.norm(dim=1, keepdim=True))
-    return min_norm_in_hull(G.T.cpu().numpy())
 
 
 def _sgd(problems: Sequence[_Problem], subgradient, steps: int, step_size, marks, config, gens):

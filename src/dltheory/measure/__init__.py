@@ -42,6 +42,7 @@ from dltheory.measure.norms import (
     schatten_norm,
     stable_rank,
 )
+from dltheory.measure.stationarity import goldstein_gap, min_norm_in_hull
 
 __all__ = [
     "Distance",
@@ -57,6 +58,7 @@ __all__ = [
     "empirical_ntk",
     "fourier_norm",
     "gaussian_kl",
+    "goldstein_gap",
     "golowich_rademacher",
     "hessian_diagonal",
     "hessian_eigs",
@@ -66,6 +68,7 @@ __all__ = [
     "margin_distribution",
     "margins",
     "max_neuron_movement",
+    "min_norm_in_hull",
     "model_loss",
     "neyshabur_two_layer_rademacher",
     "normalized_margin",
