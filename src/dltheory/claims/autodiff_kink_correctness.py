@@ -17,7 +17,9 @@ Part 2 (Bertoin et al.'s measure): a ReLU MLP 64-w-w-10 on scikit-learn's digits
 weights fixed; the initialization counts when some batch's gradient differs (bit for bit)
 between relu'(0) = 0 (PyTorch's relu) and relu'(0) = 1 (``clamp(x, min=0)``). They found
 35–49% of initializations in float32 on MNIST, all in 16-bit, none in float64; reported here
-by precision, batch size and width.
+by precision, batch size and width. How often an exact zero occurs grows with the number of
+pre-activations a pass computes (MNIST: 60000 samples; digits: 1500 × 2·width), so the rate
+of exact zeros per 10⁶ pre-activations is reported too, to compare scales.
 
 Part 3 (does it change the trained network?): train twice by SGD from the same init and
 batch order in bfloat16 / float16, with relu'(0) = 0 and = 1, and compare final weights and
@@ -327,8 +329,8 @@ class AutodiffKinkCorrectness(Claim):
             checks["float64: no init changed"] = share["float64"] == 0.0
         low = [p for p in ("bfloat16", "float16") if p in share]
         if low:
-            checks["16-bit: systematic, ≥ float32"] = all(
-                share[p] >= _SYSTEMATIC and share[p] >= share.get("float32", 0.0) for p in low)
+            checks["16-bit systematic (≥ 50% of inits)"] = all(share[p] >= _SYSTEMATIC for p in low)
+            checks["16-bit ≥ float32"] = all(share[p] >= share.get("float32", 0.0) for p in low)
         if trained:
             checks["exact_kinks: trained runs coincide"] = all(
                 r.metrics["weights_differ[exact]"] == 0.0 for r in trained)
