@@ -60,7 +60,7 @@ def test_smoke_run_is_judged_and_the_control_stays_off_kkt():
     for L in SMOKE["depths"]:
         for o in outcomes:
             assert o.metrics[f"L{L}_separated_at"] >= 0
-            assert o.metrics[f"L{L}_worst_smoothed_change"] >= -1e-12
+            assert o.metrics[f"L{L}_worst_checkpoint_change"] >= -1e-12
             assert o.metrics[f"L{L}_control_kkt"] > o.metrics[f"L{L}_kkt_T"]
     assert verdict.details["checks"]["smoothed margin monotone"], verdict.measured
 
@@ -69,7 +69,8 @@ def _metrics(**overrides):
     base = {}
     for L in SMOKE["depths"]:
         p = f"L{L}_"
-        base.update({p + "separated_at": 10, p + "worst_smoothed_change": 1e-6,
+        base.update({p + "separated_at": 10, p + "worst_smoothed_change": -1e-6,
+                     p + "worst_checkpoint_change": 1e-3,
                      p + "smoothed_T": 0.09, p + "gamma_T": 0.1, p + "kkt_first": 0.5,
                      p + "kkt_T_over_10": 0.3, p + "kkt_T": 0.2, p + "control_kkt": 0.9,
                      p + "gamma_over_best_restart": 0.95, p + "gamma_over_linear_net": 1.5})
@@ -78,7 +79,7 @@ def _metrics(**overrides):
 
 @pytest.mark.parametrize("bad, check", [
     (dict(L2_separated_at=-1), "separates"),
-    (dict(L3_worst_smoothed_change=-1e-9), "smoothed margin monotone"),
+    (dict(L3_worst_checkpoint_change=-1e-9), "smoothed margin monotone"),
     (dict(L2_smoothed_T=0.11), "smoothed ≤ normalized margin"),
     (dict(L3_kkt_T=0.35), "KKT residual decreasing"),
     (dict(L2_control_kkt=0.3), "control stays off KKT"),
@@ -92,7 +93,7 @@ def test_verdict_fails_when_any_seed_breaks_the_criterion(bad, check):
 
 
 @pytest.mark.parametrize("bad", [
-    dict(n=1), dict(depths=[5]), dict(depths=[]), dict(steps=10), dict(restarts=0), dict(lr=0.0),
+    dict(n=1), dict(depths=[5]), dict(depths=[]), dict(steps=10), dict(restarts=0), dict(dq=0.0),
 ])
 def test_bad_configs_raise_a_user_error(bad):
     with pytest.raises(UserError):
