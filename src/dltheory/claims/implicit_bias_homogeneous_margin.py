@@ -47,7 +47,7 @@ from dltheory.errors import ConfigError
 from dltheory.reference import homogeneous_kkt_residual, max_margin
 
 _PROFILES = {
-    "smoke": dict(n=16, d=5, width=16, depths=[2, 3], steps=800, restarts=2, dq=0.1,
+    "smoke": dict(n=16, d=5, width=16, depths=[2, 3], steps=2_000, restarts=2, dq=0.1,
                   control_lr=0.05, margin=0.1, checkpoints=12),
     "quick": dict(n=32, d=8, width=32, depths=[2, 3], steps=6_000, restarts=6, dq=0.1,
                   control_lr=0.05, margin=0.1, checkpoints=12),
