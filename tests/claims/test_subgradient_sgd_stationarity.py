@@ -3,8 +3,12 @@ import torch
 
 from dltheory import ConfigError
 from dltheory.claims import Result, Results, get_claim
-from dltheory.claims.subgradient_sgd_stationarity import (_phase_retrieval, _phase_subgradient,
-                                                         _relu_regression, _relu_subgradient)
+from dltheory.claims.subgradient_sgd_stationarity import (
+    _phase_retrieval,
+    _phase_subgradient,
+    _relu_regression,
+    _relu_subgradient,
+)
 
 CLAIM = get_claim("subgradient-sgd-stationarity")
 

@@ -351,8 +351,9 @@ class AutodiffKinkCorrectness(Claim):
                                                 for b in batches) for p in share))
             rate = {p: float(np.mean([r.metrics["ties_per_million"] for r in inits.where(precision=p)]))
                     for p in share}
-            per_pass = 2 * inits[0].config["width"] * _TRAIN / 1e6  # pre-activations, millions
-            parts.append(f"exact-zero pre-activations per 10⁶ (per pass at width {inits[0].config['width']}): "
+            width = inits[0].config["width"]
+            per_pass = 2 * width * _TRAIN / 1e6  # pre-activations per pass, millions
+            parts.append(f"exact-zero pre-activations per 10⁶ (per pass at width {width}): "
                          + ", ".join(f"{p} {r:.2g} ({r * per_pass:.2g})" for p, r in rate.items()))
         for p in dict.fromkeys(r.config["precision"] for r in trained):
             rows = trained.where(precision=p)
