@@ -8,6 +8,13 @@ from dltheory.reference.nuclear import (
     min_nuclear_norm_completion,
 )
 from dltheory.reference.svm import MaxMarginSolution, max_margin
+from dltheory.reference.relu_measure import (
+    ReluLassoSolution,
+    ReluMarginSolution,
+    relu_dictionary,
+    relu_lasso,
+    relu_max_margin,
+)
 
 __all__ = [
     "BregmanSolution",
@@ -19,4 +26,9 @@ __all__ = [
     "min_bregman_interpolation",
     "min_nuclear_norm",
     "min_nuclear_norm_completion",
+    "ReluLassoSolution",
+    "ReluMarginSolution",
+    "relu_dictionary",
+    "relu_lasso",
+    "relu_max_margin",
 ]
