@@ -238,7 +238,7 @@ class SubgradientSGDStationarity(Claim):
         for ax, problem in zip(axes, ("phase-retrieval", "relu-regression")):
             for k, r in enumerate(results.where(problem=problem)):
                 ax.plot(r.curves["t"], r.curves["gap"], color="C0", alpha=0.7,
-                        label="η₀/√t" if k == 0 else None)
+                        label="η₀/t^0.6" if k == 0 else None)
                 ax.plot(r.curves["t"], r.curves["control_gap"], color="C3", alpha=0.7,
                         label="constant step η₀ (control)" if k == 0 else None)
             ax.set(xscale="log", yscale="log", xlabel="step t", title=problem,
