@@ -32,3 +32,7 @@ __all__ = [
     "relu_lasso",
     "relu_max_margin",
 ]
+
+from dltheory.reference.fourier import fourier_l1, fourier_max_margin  # noqa: E402
+
+__all__ += ["fourier_l1", "fourier_max_margin"]
