@@ -10,6 +10,7 @@ from dltheory.problems.base import Problem
 from dltheory.problems.completion import MatrixCompletion, RobustPCA
 from dltheory.problems.deep_sensing import DeepMatrixSensing
 from dltheory.problems.dictionary_learning import DictionaryLearning
+from dltheory.problems.landscape_design import ReLULandscapeDesign, ReLUSquareLoss
 from dltheory.problems.low_rank_approximation import LowRankApproximation
 from dltheory.problems.maxcut import MaxCutBurerMonteiro
 from dltheory.problems.phase_retrieval import PhaseRetrieval
@@ -35,6 +36,8 @@ __all__ = [
     "PhaseRetrieval",
     "Problem",
     "QuadraticNetwork",
+    "ReLULandscapeDesign",
+    "ReLUSquareLoss",
     "RobustPCA",
     "StrictSaddle",
 ]
