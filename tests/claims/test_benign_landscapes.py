@@ -18,7 +18,12 @@ def test_smoke_benign_problems_succeed_and_controls_fail():
     # initialization); the verdict must say it failed there, and only there
     failed = {k for k, ok in verdict.details["checks"].items() if not ok}
     assert failed <= {k for k in verdict.details["checks"] if k.startswith("robust-pca")}
-    assert all(r.metrics["success_fraction"] <= 0.1 for r in results if r.config["control"])
+    # controls whose optimum is generically unreachable must fail (the others only report a rate)
+    assert all(r.metrics["success_fraction"] <= 0.1 for r in results
+               if r.config["control"] in ("max-cut, p = 1", "matrix-sensing, m = n < n·r"))
+    # every failed start is diagnosed at its end point
+    assert all(r.metrics["spurious"] + r.metrics["saddle"] + r.metrics["unconverged"] + r.metrics["unclassified"]
+               == round((1 - r.metrics["success_fraction"]) * r.metrics["starts"]) for r in results)
     maxcut = next(r for r in results if r.config["problem"] == "max-cut" and not r.config["control"])
     assert maxcut.metrics["rounded_cut"] <= maxcut.metrics["sdp_value"] + 1e-6  # the SDP bounds every cut
 
@@ -26,21 +31,23 @@ def test_smoke_benign_problems_succeed_and_controls_fail():
 def test_quick_covers_every_problem_and_full_three_sizes_with_controls():
     sweep = CLAIM.sweep("quick")
     benign = [c for c in sweep.configs if not c["control"]]
-    assert len({c["problem"] for c in benign}) == 9
+    assert len({c["problem"] for c in benign}) == 10
     full = [c for c in CLAIM.sweep("full").configs if not c["control"]]
     assert all(len({c["size"] for c in full if c["problem"] == p}) == 3 for p in {c["problem"] for c in full})
     assert all(c["starts"] * len(sweep.seeds) >= 100 for c in sweep.configs)
     assert {c["control"] for c in sweep.configs if c["control"]} >= {"max-cut, p = 1", "max-cut, p = 2"}
 
 
-def _result(problem="phase-retrieval", control="", rate=1.0):
+def _result(problem="phase-retrieval", control="", rate=1.0, **diagnosis):
     return Result({"problem": problem, "control": control, "size": 8}, 0, "ok",
-                  {"success_fraction": rate, "starts": 100}, {})
+                  {"success_fraction": rate, "starts": 100, **diagnosis}, {})
 
 
 @pytest.mark.parametrize("bad, check", [
     (_result(rate=0.5), "phase-retrieval (size 8): global optimum"),
     (_result("max-cut", "max-cut, p = 1", rate=0.5), "max-cut, p = 1 (size 8): fails"),
+    (_result("max-cut", "max-cut, p = 2", rate=1.0), "max-cut, p = 2 (size 8): fails"),
+    (_result("relu-landscape-design", "relu square loss", rate=0.995), "relu square loss (size 8): fails"),
 ])
 def test_verdict_fails_when_a_problem_or_control_breaks_the_criterion(bad, check):
     good = [_result(), _result("max-cut", "max-cut, p = 1", rate=0.0)]
@@ -53,3 +60,29 @@ def test_verdict_fails_when_a_problem_or_control_breaks_the_criterion(bad, check
 def test_unknown_problem_is_a_config_error():
     with pytest.raises(ConfigError):
         CLAIM.validate({**CLAIM.sweep("smoke").configs[0], "problem": "sudoku"})
+
+
+def test_verdict_reports_the_diagnosis_of_failed_starts():
+    bad = _result("matrix-completion", rate=0.96, spurious=3, unconverged=1, spurious_loss_gap=0.035)
+    verdict = CLAIM.judge(Results([bad]))
+    assert not verdict.passed
+    assert "3 at spurious 2nd-order critical points (loss gap ≤ 0.035), 1 unconverged" in verdict.measured
+
+
+def test_failed_starts_are_classified_by_the_dense_hessian():
+    import torch
+
+    from dltheory.claims.benign_landscapes import _classify_failures
+
+    class Double:  # f(x, y) = (x² − 1)² + y²·(x + 2): minima (±1, 0); the global one is only x = +1 here
+        manifold, global_min_value = None, 0.0
+
+    loss = lambda v: (v[0] ** 2 - 1) ** 2 + v[1] ** 2 * (v[0] + 2) + 0.0 * v.sum()  # noqa: E731
+    points = torch.tensor([[-1.0, 0.0], [0.0, 0.0], [0.5, 0.0]], dtype=torch.float64)
+    counts = _classify_failures(Double(), loss, points, [False, False, False], "double")
+    # (−1, 0): gradient 0, Hessian diag(8, 2) ⪰ 0 and loss 0 = the optimum → not spurious but "unconverged"
+    # by the gap rule; (0, 0): saddle (λ_min = −4); (0.5, 0): gradient 1.5 → unconverged
+    assert counts["saddle"] == 1 and counts["unconverged"] == 2 and counts["spurious"] == 0
+    shifted = lambda v: loss(v) + 0.5 * (v[0] < 0).to(v.dtype)  # noqa: E731  a spurious minimum at (−1, 0)
+    counts = _classify_failures(Double(), shifted, points[:1], [False], "double")
+    assert counts["spurious"] == 1 and counts["spurious_loss_gap"] == 0.5
