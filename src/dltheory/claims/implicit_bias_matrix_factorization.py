@@ -75,8 +75,7 @@ _SEEDS = {"smoke": 2, "quick": 3, "full": 16}
 _RECOVERED = 1e-4     # the reference says min nuclear norm = M* (Li–Ma–Zhang's regime)
 _LIMIT = 0.05         # relative error to the solution of (P) at the smallest α
 _FIT = 1e-3           # GD must fit the measurements (relative residual) at the smallest α
-_CONTROL = 0.25       # α = 1 must end at least this far from the solution of (P) ...
-_CONTROL_RATIO = 5.0  # ... and this many times farther than the smallest α
+_CONTROL = 0.25       # α = 1 must end at least this far from the solution of (P), ≥ 5× _LIMIT
 _MONOTONE_SLACK = 1e-3  # error may stop decreasing only once both are below this
 
 
@@ -137,7 +136,7 @@ class ImplicitBiasMatrixFactorization(Claim):
         f"does not increase as α decreases along the geometric grid (unless already < "
         f"{_MONOTONE_SLACK:g}), is < {_LIMIT:g} at the smallest α, where GD fits the measurements "
         f"(relative residual < {_FIT:g}) and recovers M* to < {_LIMIT:g}; the control α = 1 ends "
-        f"≥ {_CONTROL:g} from M̂ and ≥ {_CONTROL_RATIO:g}× farther than the smallest α. Configs "
+        f"≥ {_CONTROL:g} from M̂. Configs "
         "with M̂ ≠ M* (Gunasekar et al.'s conjecture) are measured and reported, not judged."
     )
     batched = True
@@ -250,9 +249,7 @@ class ImplicitBiasMatrixFactorization(Claim):
             "smallest α reaches min nuclear norm": all(x["smallest_alpha_error"] < _LIMIT for x in m),
             "GD fits the measurements": all(x["smallest_alpha_residual"] < _FIT for x in m),
             "recovers M*": all(x["smallest_alpha_recovery"] < _LIMIT for x in m),
-            "control α = 1 ends far": all(
-                x["control_error"] >= _CONTROL
-                and x["control_error"] >= _CONTROL_RATIO * x["smallest_alpha_error"] for x in m),
+            "control α = 1 ends far": all(x["control_error"] >= _CONTROL for x in m),
         }
 
     def judge(self, results: Results) -> Verdict:
