@@ -45,7 +45,7 @@ from dltheory.models import DeepLinear
 from dltheory.reference import min_nuclear_norm_completion
 
 _PROFILES = {
-    "smoke": dict(n=12, rank=1, observations=[35, 70], depths=[1, 2, 3, 4], steps=5_000,
+    "smoke": dict(n=12, rank=1, observations=[46, 70], depths=[1, 2, 3, 4], steps=4_000,
                   init_scale=1e-3, lr_scale=1.0, checkpoints=12),
     "quick": dict(n=20, rank=2, observations=[150, 230], depths=[1, 2, 3, 4], steps=20_000,
                   init_scale=1e-3, lr_scale=1.0, checkpoints=20),
@@ -251,10 +251,13 @@ class ImplicitBiasDeepFactorization(Claim):
                     ", ".join(f"L{L} {v:.2f}" for L, v in schatten.items()) +
                     f"; at m={last}: error " +
                     ", ".join(f"L{L} {med(f'L{L}_m{last}_error'):.3f}" for L in depths) +
-                    f", nuclear {med(f'nuc_m{last}_error'):.3f}; at m={obs[0]}: error " +
-                    ", ".join(f"L{L} {med(f'L{L}_m{obs[0]}_error'):.3f}" for L in depths) +
-                    f", {sum(x[f'm{obs[0]}_identifiable'] for x in ms)}/{len(ms)} instances with "
-                    f"≥ r entries in every row and column")
+                    f", nuclear {med(f'nuc_m{last}_error'):.3f}")
+        for m in obs[:obs.index(m0)]:  # below m₀: reported, not judged
+            measured += (f"; at m={m}: error " +
+                         ", ".join(f"L{L} {med(f'L{L}_m{m}_error'):.3f}" for L in depths) +
+                         f", nuclear {med(f'nuc_m{m}_error'):.3f}")
+        measured += (f"; {sum(x[f'm{m0}_identifiable'] for x in ms)}/{len(ms)} instances with ≥ r "
+                     f"observed entries in every row and column at m₀")
         if failed:
             measured += "; failed: " + ", ".join(failed)
         return Verdict(not failed, measured, self.criterion, len(ms),

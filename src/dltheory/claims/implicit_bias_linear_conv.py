@@ -52,7 +52,7 @@ from dltheory.reference import fourier_l1, fourier_max_margin, max_margin
 _PROFILES = {
     "smoke": dict(n=6, d=12, conv_depths=[1, 2, 3], fc_depths=[2, 3], steps=3_000, lr=0.02,
                   init=1.0, checkpoints=12),
-    "quick": dict(n=10, d=16, conv_depths=[1, 2, 3, 4], fc_depths=[2, 3, 4], steps=20_000,
+    "quick": dict(n=10, d=16, conv_depths=[1, 2, 3, 4], fc_depths=[2, 3, 4], steps=12_000,
                   lr=0.02, init=1.0, checkpoints=20),
     "full": dict(n=20, d=32, conv_depths=[1, 2, 3, 4, 5], fc_depths=[2, 3, 4, 5],
                  steps=1_000_000, lr=0.01, init=1.0, checkpoints=40),
