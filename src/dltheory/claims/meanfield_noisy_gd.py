@@ -171,6 +171,10 @@ class MeanfieldNoisyGD(Claim):
             F_star = ref.objective
             for name in ("noisy", "control"):
                 curves[i][f"{name}_gap"] = [float(v) / F_star - 1 for v in finals[name][:, i]]
+            # equipartition: 3 coordinates per particle, each adding 1/(2β) to m·F
+            curves[i]["temperature_bias"] = [
+                1.5 / (config["beta0"] * (config["beta1"] / config["beta0"]) ** ((t - 1) / (T - 1)))
+                / F_star for t in marks]
             metrics = {
                 "F_reference": F_star,
                 "F_lower_bound": ref.lower_bound,
@@ -237,6 +241,8 @@ class MeanfieldNoisyGD(Claim):
                 gap = np.maximum(np.array(r.curves[f"{name}_gap"], dtype=float), 1e-8)
                 label = {"noisy": "noisy GD (annealed β)", "control": "noiseless GD"}[name]
                 ax.plot(r.curves["t"], gap, color=color, alpha=0.6, label=label if s == 0 else None)
+            ax.plot(r.curves["t"], r.curves["temperature_bias"], ":", color="C0", alpha=0.6,
+                    label="equipartition bias 3/(2β_t F*)" if s == 0 else None)
         ax.axhline(TOL, color="k", ls="--", lw=1, label=f"tolerance {TOL:g}")
         ax.set(yscale="log", xlabel="step t", ylabel="(F(θ_t) − F*) / F*",
                title="regularized objective vs the infinite-width optimum")
