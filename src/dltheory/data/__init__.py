@@ -6,3 +6,6 @@ __all__ = ["separable_gaussian"]
 from dltheory.data.teacher import TeacherData, teacher_student  # noqa: E402
 
 __all__ += ["TeacherData", "teacher_student"]
+from dltheory.data.digits import digits  # noqa: E402
+
+__all__ += ["digits"]
