@@ -61,3 +61,30 @@ def test_judge_fails_when_the_numbers_break_the_criterion(bad, check):
     verdict = CLAIM.judge(_results(bad))
     assert verdict.passed is False
     assert verdict.details["checks"][check] is False and check in verdict.measured
+
+
+def test_every_step_size_of_the_grid_starts_from_the_same_weights_and_minibatches():
+    short = {**SHORT, "steps": 1}
+    a = CLAIM.run_batch({**short, "lr": 1.0}, [0], "cpu")[0].curves["train_loss"]
+    b = CLAIM.run_batch({**short, "lr": 1e-12}, [0], "cpu")[0].curves["train_loss"]
+    c = CLAIM.run_batch({**short, "lr": 1e-12, "steps": 1}, [1], "cpu")[0].curves["train_loss"]
+    d = CLAIM.run_batch({**short, "lr": 2e-12}, [0], "cpu")[0].curves["train_loss"]
+    # lr → 0: one step leaves the loss at the initial value, which the step size does not
+    # change (same init, same minibatch); a real step does, and so does another seed.
+    assert b == pytest.approx(d, rel=1e-9) and a != b and b != c
+
+
+def test_judge_takes_each_width_at_its_best_step_size_of_the_grid():
+    def run(k, lr, losses):
+        return [Result({"k0": 10, "width": k, "lr": lr}, s, "ok",
+                       {"train_loss": v, "success": v <= TOLERANCE}, {})
+                for s, v in enumerate(losses)]
+    rows = []
+    for k, losses in GOOD.items():
+        rows += run(k, 4.0, losses) + run(k, 2.0, [10 * v for v in losses])
+    # the control's best step is 2.0 here: it must be judged there, not at 4.0
+    rows = [r for r in rows if not (r.config["width"] == 10)]
+    rows += run(10, 2.0, [1e-2] * 4) + run(10, 4.0, [1e-1] * 4)
+    verdict = CLAIM.judge(Results(rows))
+    assert verdict.details["best_lr"] == {5: 4.0, 10: 2.0, 20: 4.0}
+    assert verdict.passed is True and "best step of the grid" in verdict.measured

@@ -36,6 +36,7 @@ import torch
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
+from dltheory.measure.lazy import relu_ntk_gram_infinite_width
 from dltheory.models import TwoLayer
 
 _PROFILES = {
@@ -63,12 +64,12 @@ def checkpoints(steps: int) -> list[int]:
 
 
 def h_infinity(X: torch.Tensor) -> torch.Tensor:
-    """The infinite-width Gram matrix of the ReLU layer, H∞_ij = x_iᵀx_j (π − arccos x_iᵀx_j)/(2π).
-
-    Du et al. 2019, eq. (3): E_{w~N(0,I)} [x_iᵀx_j 1{wᵀx_i ≥ 0, wᵀx_j ≥ 0}] for unit x_i.
-    """
-    G = (X @ X.mT).clamp(-1.0, 1.0)
-    return G * (math.pi - torch.arccos(G)) / (2 * math.pi)
+    """The infinite-width Gram matrix of the ReLU layer, H∞_ij = x_iᵀx_j (π − arccos x_iᵀx_j)/(2π),
+    for a batch of point sets X of shape (..., n, d): :func:`dltheory.measure.lazy.
+    relu_ntk_gram_infinite_width` per set (Du et al. 2019, eq. 3)."""
+    if X.dim() == 2:
+        return relu_ntk_gram_infinite_width(X)
+    return torch.stack([h_infinity(x) for x in X])
 
 
 def empirical_gram(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -201,7 +202,8 @@ class LazyTraining(Claim):
                 measure()
             h = torch.matmul(W, Xt)  # (S, m, n): w_rᵀx_i
             D = (h > 0).to(dtype)
-            r = scale * torch.matmul(a[:, None, :], h * D)[:, 0] - y  # (S, n): u − y
+            # (batched GEMV rounds differently with the number of seeds: multiply + sum)
+            r = scale * (h * D * a[..., None]).sum(1) - y  # (S, n): u − y
             # ∂/∂w_r ½‖u − y‖² = scale · a_r Σ_i (u_i − y_i) 1{w_rᵀx_i > 0} x_i
             W.addcmul_(torch.matmul(D, r[..., None] * X), coef)
         measure()

@@ -17,6 +17,11 @@ on W_1..W_L with step η = 1/λmax(K(0)), K(0) = JJᵀ the empirical NTK Gram of
 weights at initialization (per seed, float64). Widths m on a geometric grid; all seeds of a
 width run as one batched computation (float32 steps, float64 measurements). Negative
 control: the same runs with the output scaled by 1/√m and the step by m.
+
+At the quick scale (n = 12, m = 32…512, L = 3) the residual layers follow m^{-1/2}, but the
+input layer W_1 is not yet lazy at the small widths (it moves about its own spectral norm
+at m = 32), so its fitted slope over the whole grid is shallower than −½; the verdict
+reports the slope over the widest three widths as well (not judged).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dltheory.models import ResNet
 
 _PROFILES = {
     "smoke": dict(n=6, d=4, depth=3, steps=150, widths=[16, 64, 256]),
-    "quick": dict(n=12, d=5, depth=3, steps=400, widths=[32, 64, 128, 256, 512]),
+    "quick": dict(n=12, d=5, depth=3, steps=1200, widths=[32, 64, 128, 256, 512]),
     "full": dict(n=50, d=10, depth=6, steps=5000, widths=[2 ** k for k in range(5, 13)]),
 }
 _SEEDS = {"smoke": 2, "quick": 4, "full": 16}
@@ -123,7 +128,7 @@ class LazyTrainingResNet(Claim):
         branch = net.c_res / (net.depth * math.sqrt(net.m))
         for layer in range(net.depth - 1):
             h = h + branch * net.sigma(torch.matmul(h, W[:, layer].mT))
-        return torch.matmul(h, a[..., None])[..., 0]
+        return (h * a[:, None, :]).sum(-1)
 
     @staticmethod
     def gradients(net: ResNet, W_in: torch.Tensor, Ws: Sequence[torch.Tensor], a: torch.Tensor,
@@ -139,7 +144,7 @@ class LazyTrainingResNet(Claim):
         for W_l in Ws:
             zs.append(torch.matmul(hs[-1], W_l.mT))
             hs.append(hs[-1] + branch * net.sigma(zs[-1]))
-        r = torch.matmul(hs[-1], a[..., None])[..., 0] - y
+        r = (hs[-1] * a[:, None, :]).sum(-1) - y
         delta = r[..., None] * a[:, None, :]  # ∂/∂x⁽ᴸ⁾, (S, n, m)
         factors = [None] * len(Ws)
         for layer in reversed(range(len(Ws))):
@@ -234,13 +239,22 @@ class LazyTrainingResNet(Claim):
         failed = [k for k, ok in checks.items() if not ok]
         worst = max(r.metrics["loss_ratio"] for r in ntk)
         worst_mf = max(r.metrics["loss_ratio"] for r in mf)
+        widths = sorted({r.config["m"] for r in ntk})
+        first = self._layers(results)[0]
+        span = [float(np.median([r.metrics[first] for r in ntk.where(m=m)]))
+                for m in (widths[0], widths[-1])]
+        # Reported, not judged: the slope over the widest three widths (nearer the
+        # asymptotic regime the theorem describes).
+        top = self._slopes(Results(r for r in ntk if r.config["m"] in widths[-3:]))
 
         def fmt(slopes):
             return ", ".join(f"W{k.rsplit('_', 1)[1]} {s[0]:.3f} ± {s[1]:.3f}"
                              for k, s in slopes.items())
 
         measured = (f"Du et al. scaling: worst L(T)/L(0) = {worst:.2g}; slopes vs m of "
-                    f"‖ΔW_l‖_F/‖W_l(0)‖₂: {fmt(s_ntk)}. Control (f/√m, step ×m): worst "
+                    f"‖ΔW_l‖_F/‖W_l(0)‖₂: {fmt(s_ntk)} (widest three widths only: {fmt(top)}; "
+                    f"W1 moves {span[0]:.2f} of its norm at m={widths[0]}, {span[1]:.2f} at "
+                    f"m={widths[-1]}). Control (f/√m, step ×m): worst "
                     f"L(T)/L(0) = {worst_mf:.2g}; slopes {fmt(s_mf)}")
         if failed:
             measured += "; failed: " + ", ".join(failed)

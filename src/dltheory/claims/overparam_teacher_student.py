@@ -9,7 +9,9 @@ Setup: labels y = k0^{-1/2} Σ_j v_j relu(u_jᵀx) from a ReLU teacher (``data.t
 x on the unit sphere, v_j = ±1); students f(x) = k^{-1/2} Σ_r a_r relu(w_rᵀx) with w_r ~ N(0, I)
 and a fixed outer layer a_r = ±1 (as in Du et al. 2019 and Safran & Shamir 2018; the
 student of width k ≥ k0 can represent the teacher exactly), trained by minibatch SGD on
-the square loss with one step size for every width. A seed is one teacher and data set,
+the square loss. Every width is trained with each step size of a grid (same init and
+minibatches) and judged at the step with its lowest median final loss, so that no width
+is handicapped by a step size tuned for another. A seed is one teacher and data set,
 shared by every width, so widths are compared on the same problems. Negative control:
 the student of the teacher's own width k = k0.
 """
@@ -29,13 +31,13 @@ from dltheory.errors import ConfigError
 from dltheory.models import TwoLayer
 
 _PROFILES = {
-    "smoke": dict(k0=10, widths=[5, 10, 20], d=5, n=200, batch=25, steps=8000, lr=2.0),
+    "smoke": dict(k0=10, widths=[5, 10, 20], d=5, n=200, batch=25, steps=8000, lrs=[2.0]),
     "quick": dict(k0=50, widths=[25, 50, 75, 100, 200], d=10, n=500, batch=50, steps=8000,
-                  lr=2.0),
+                  lrs=[2.0, 4.0]),
     "full": dict(k0=50, widths=[25, 50, 75, 100, 200], d=10, n=500, batch=50, steps=200_000,
-                 lr=2.0),
+                 lrs=[1.0, 2.0, 4.0]),
 }
-_SEEDS = {"smoke": 4, "quick": 8, "full": 32}
+_SEEDS = {"smoke": 4, "quick": 6, "full": 32}
 
 # Criterion constants, fixed before running (not tuned on results).
 TOLERANCE = 1e-3  # success: train loss ≤ 0.1% of the label variance (mean (f−y)² / Var y)
@@ -55,7 +57,8 @@ class OverparamTeacherStudent(Claim):
                  "more neurons than the teacher, and success grows with the width.")
     criterion = (
         f"Success = relative train loss mean (f−y)²/Var(y) ≤ {TOLERANCE:g} after the fixed SGD "
-        f"budget. The success rate at k = 2·k0 exceeds the rate of the control k = k0 by "
+        f"budget, each width at the step size of the grid with its lowest median final loss. "
+        f"The success rate at k = 2·k0 exceeds the rate of the control k = k0 by "
         f"≥ {RATE_GAP}; the rate is non-decreasing in k up to one seed of sampling slack "
         f"(rate(k') ≥ rate(k) − 1/#seeds for k' > k); and on ≥ {PAIRED_WINS:.0%} of the seeds "
         f"(same teacher and data) the 2·k0 student ends with a lower loss than the k0 student."
@@ -65,9 +68,9 @@ class OverparamTeacherStudent(Claim):
     # -- setup -----------------------------------------------------------------------
     def sweep(self, profile: str) -> Sweep:
         base = dict(_PROFILES[profile])
-        widths = base.pop("widths")
-        return Sweep(Sweep.grid(base, {"width": widths}), list(range(_SEEDS[profile])),
-                     profile, self.id)
+        widths, lrs = base.pop("widths"), base.pop("lrs")
+        return Sweep(Sweep.grid(base, {"width": widths, "lr": lrs}),
+                     list(range(_SEEDS[profile])), profile, self.id)
 
     def validate(self, config: Mapping[str, Any]) -> None:
         for key in ("k0", "width", "d", "n", "batch", "steps"):
@@ -92,7 +95,7 @@ class OverparamTeacherStudent(Claim):
     def _problem(self, config: Mapping[str, Any], seed: int, device: str):
         """The seed's teacher and data: drawn from a generator that ignores the width, so
         every width of a seed trains on the same problem."""
-        problem_config = {k: v for k, v in config.items() if k != "width"}
+        problem_config = {k: v for k, v in config.items() if k not in ("width", "lr")}
         return teacher_student(config["n"], config["d"], config["k0"], device=device,
                                generator=self.generator(problem_config, seed, device))
 
@@ -103,7 +106,10 @@ class OverparamTeacherStudent(Claim):
         y = torch.stack([t.y for t in data])  # (S, n)
         # Per seed, unbatched: a reduction's rounding may depend on how many rows it spans.
         var = torch.stack([t.y.var(correction=0) for t in data])[:, None]
-        gens = [self.generator(config, s, device) for s in seeds]
+        # The student's init and minibatch order ignore the step size: every lr of the grid
+        # starts from the same weights and sees the same minibatches.
+        drawn = {k: v for k, v in config.items() if k != "lr"}
+        gens = [self.generator(drawn, s, device) for s in seeds]
         net = TwoLayer(config["d"], config["width"], generators=gens, train_outer=False,
                        device=device)
         W, a, scale = net.W.detach(), net.a, net.scale
@@ -111,10 +117,16 @@ class OverparamTeacherStudent(Claim):
         marks = sorted(set(np.unique(np.logspace(0, math.log10(steps), 30).astype(int)).tolist()))
         curve: list[list[float]] = [[] for _ in seeds]
 
+        def per_seed_mm(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+            """A @ B slice by slice, each GEMM on fresh copies: with matrices this small, a
+            batched GEMM (or one on a slice at an offset) picks kernels by batch size and
+            memory alignment, so one seed alone would not round as it does in the batch."""
+            return torch.stack([torch.mm(A[s].clone(), B[s].clone()) for s in range(len(A))])
+
         def predict(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """(pre-activations, outputs). Contractions as broadcast-multiply + sum, not
-            batched GEMM/GEMV, whose rounding depends on the number of seeds."""
-            h = (x[:, :, None, :] * W[:, None]).sum(-1)  # (S, n, k)
+            """(pre-activations, outputs); the output layer is a multiply + sum (a batched
+            GEMV rounds differently for one seed than for several)."""
+            h = per_seed_mm(x, W.mT)  # (S, n, k)
             return h, scale * (torch.relu(h) * a[:, None, :]).sum(-1)
 
         def relative_loss() -> torch.Tensor:
@@ -132,7 +144,7 @@ class OverparamTeacherStudent(Claim):
                 # SGD on ½ mean_B (f − y)² / Var(y):  ∂/∂w_r = scale · a_r 1[w_rᵀx > 0] r x
                 r = (out - target) / (var * B)
                 G = (h > 0) * r[..., None] * a[:, None, :]  # (S, B, k)
-                W.sub_(config["lr"] * scale * (G[..., None] * x[:, :, None, :]).sum(1))
+                W.add_(per_seed_mm(G.mT, x), alpha=-config["lr"] * scale)
                 t += 1
                 if t in marks:
                     for c, v in zip(curve, relative_loss().tolist()):
@@ -144,10 +156,24 @@ class OverparamTeacherStudent(Claim):
                 for loss, c in zip(final, curve)]
 
     # -- judge -----------------------------------------------------------------------
+    @staticmethod
+    def best_lr(results: Results) -> dict[int, Any]:
+        """Per width, the step size of the grid with the lowest median final loss (every
+        width, the control included, gets its best step of the same grid)."""
+        best = {}
+        for k in sorted({r.config["width"] for r in results}):
+            runs = results.where(width=k)
+            lrs = sorted({r.config.get("lr") for r in runs}, key=lambda v: (v is None, v))
+            best[k] = min(lrs, key=lambda lr: float(np.median(
+                [r.metrics["train_loss"] for r in runs if r.config.get("lr") == lr])))
+        return best
+
     def judge(self, results: Results) -> Verdict:
         k0 = results[0].config["k0"]
         widths = sorted({r.config["width"] for r in results})
-        by_width = {k: {r.seed: r.metrics for r in results.where(width=k)} for k in widths}
+        lr = self.best_lr(results)
+        by_width = {k: {r.seed: r.metrics for r in results.where(width=k)
+                        if r.config.get("lr") == lr[k]} for k in widths}
         rate = {k: float(np.mean([m["success"] for m in by_width[k].values()])) for k in widths}
         median = {k: float(np.median([m["train_loss"] for m in by_width[k].values()]))
                   for k in widths}
@@ -167,12 +193,14 @@ class OverparamTeacherStudent(Claim):
         failed = [k for k, ok in checks.items() if not ok]
         measured = ("success rate by width: " + ", ".join(f"k={k}: {rate[k]:.2f}" for k in widths)
                     + "; median train loss: " + ", ".join(f"k={k}: {median[k]:.2g}" for k in widths)
-                    + f"; 2·k0 lower than k0 on {wins:.0%} of {len(paired)} seeds")
+                    + f"; 2·k0 lower than k0 on {wins:.0%} of {len(paired)} seeds"
+                    + ("; best step of the grid: " + ", ".join(f"k={k}: {lr[k]:g}" for k in widths)
+                       if any(v is not None for v in lr.values()) else ""))
         if failed:
             measured += "; failed: " + ", ".join(failed)
         return Verdict(not failed, measured, self.criterion, len(results),
                        details={"checks": checks, "success_rate": rate, "median_loss": median,
-                                "paired_wins": wins})
+                                "paired_wins": wins, "best_lr": lr})
 
     # -- figure ----------------------------------------------------------------------
     def figure(self, results: Results):
@@ -180,6 +208,8 @@ class OverparamTeacherStudent(Claim):
 
         k0 = results[0].config["k0"]
         widths = sorted({r.config["width"] for r in results})
+        lr = self.best_lr(results)
+        results = Results(r for r in results if r.config.get("lr") == lr[r.config["width"]])
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
         losses = {k: np.log10([max(r.metrics["train_loss"], 1e-16)
                                for r in results.where(width=k)]) for k in widths}
@@ -188,7 +218,8 @@ class OverparamTeacherStudent(Claim):
             ax1.hist(losses[k], bins=bins, alpha=0.55, color=f"C{i}", label=f"k={k}")
             curves = np.array([r.curves["train_loss"] for r in results.where(width=k)])
             ax2.plot(results.where(width=k)[0].curves["t"], np.median(curves, axis=0),
-                     color=f"C{i}", label=f"k={k}" + (" (k0, control)" if k == k0 else ""))
+                     color=f"C{i}", label=f"k={k}, η={lr[k]:g}"
+                     + (" (k0, control)" if k == k0 else ""))
         ax1.axvline(math.log10(TOLERANCE), color="k", ls="--", label="tolerance")
         ax1.set(xlabel="log10 final train loss / Var(y)", ylabel="seeds",
                 title=f"final loss per student width (teacher k0={k0})")
