@@ -142,6 +142,7 @@ class SharpnessRegularizers(Claim):
     # -- figure ----------------------------------------------------------------------
     def figure(self, results: Results):
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
 
         runs = results.ok
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -151,6 +152,7 @@ class SharpnessRegularizers(Claim):
                 ax.scatter([r.metrics["trace"] for r in sel], [r.metrics[key] for r in sel], color=f"C{k}",
                            label=method, s=30)
             ax.set(xscale="log", xlabel="final Hessian trace", ylabel=key.replace("_", " "), title=task)
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.legend(fontsize=8)
         axes[0].set_yscale("log")
         width = 0.35
