@@ -52,7 +52,7 @@ from dltheory.reference import fourier_l1, fourier_max_margin, max_margin
 _PROFILES = {
     "smoke": dict(n=6, d=12, conv_depths=[1, 2, 3], fc_depths=[2, 3], steps=3_000, lr=0.02,
                   init=1.0, checkpoints=12),
-    "quick": dict(n=10, d=16, conv_depths=[1, 2, 3, 4], fc_depths=[2, 3, 4], steps=12_000,
+    "quick": dict(n=10, d=16, conv_depths=[1, 2, 3, 4], fc_depths=[2, 3, 4], steps=20_000,
                   lr=0.02, init=1.0, checkpoints=20),
     "full": dict(n=20, d=32, conv_depths=[1, 2, 3, 4, 5], fc_depths=[2, 3, 4, 5],
                  steps=1_000_000, lr=0.01, init=1.0, checkpoints=40),
@@ -317,7 +317,7 @@ class ImplicitBiasLinearConv(Claim):
         conv, fc = [f"conv{L}" for L in cfg["conv_depths"]], [f"fc{L}" for L in cfg["fc_depths"]]
         fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4))
         for j, name in enumerate(conv + fc):
-            ref = "f1" if name.startswith("conv") else "l2"
+            ref = "l2" if name in ("conv1",) or name.startswith("fc") else "f1"  # its prediction
             style = "-" if name.startswith("conv") else ":"
             for s, r in enumerate(results):
                 gap = np.maximum(np.array(r.curves[f"{name}_{ref}_gap"], dtype=float), 1e-16)
