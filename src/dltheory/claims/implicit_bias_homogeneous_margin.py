@@ -11,13 +11,13 @@ is non-decreasing along gradient flow, γ̃ ≤ γ := min_i q_i/‖θ‖^L → t
 limit direction is a KKT point of  min ½‖θ‖² s.t. q_i(θ) ≥ 1  (Theorem 4.4).
 
 Setup: separable Gaussian data (``dltheory.data.separable_gaussian``), bias-free ReLU nets of
-depth 2 and 3 (widths m), float64. The step is η_t = dq·𝓛_t/‖∇𝓛_t‖², so that each step lowers log 𝓛 by dq to first
-order and moves each margin q_i by about dq: the softmax weights of the support points then
-change smoothly from step to step, as along gradient flow (a step that moves the margins by
-≳ 1 makes GD zig-zag between support points, and γ̃ drops). Asymptotically ‖∇𝓛‖ ≈ 𝓛Lγ‖θ‖^{L−1},
-so this is the loss-adaptive step η ∝ 1/(𝓛‖θ‖^{2L−2}) under which GD tracks gradient flow
-(Lyu & Li use η ∝ 1/𝓛-type growth): 𝓛 falls like e^{−dq·t}. The update dq·g/‖g‖², g = ∇𝓛/𝓛
-a softmax-weighted sum of ∇q_i, never underflows; all losses are in the log domain.
+depth 2 and 3 (widths m), float64. The step is η_t = dq·𝓛_t/‖∇𝓛_t‖², so that each step
+lowers log 𝓛 by dq to first order and moves each margin q_i by about dq: the softmax weights
+of the support points then change smoothly from step to step, as along gradient flow (a step
+that moves the margins by ≳ 1 makes GD zig-zag between support points, and γ̃ drops; we saw
+this with η = c/(𝓛‖θ‖^{2L−2}) at a large c). Asymptotically ‖∇𝓛‖ ≈ 𝓛Lγ‖θ‖^{L−1}, so this is a
+loss-adaptive step η ∝ 1/(𝓛‖θ‖^{2L−2}) and 𝓛 falls like e^{−dq·t}. The update dq·g/‖g‖²,
+g = ∇𝓛/𝓛 a softmax-weighted sum of ∇q_i, never underflows; all losses are in the log domain.
 Each seed runs R restarts from independent initializations as one batch (with the other
 seeds): restart 0 is *the* run; the best final γ over the R restarts is the reference margin
 it is compared with (GD finds a KKT point, not necessarily the global max-margin net). The
@@ -120,7 +120,8 @@ class ImplicitBiasHomogeneousMargin(Claim):
         "For every seed and depth L ∈ {2, 3}: the run separates the data; after 𝓛 < log 2 the "
         f"smoothed margin γ̃ never decreases by more than {_FLOAT_TOL:g} relative (float64 "
         "rounding) from one log-spaced checkpoint to the next (the worst step-to-step change, "
-        "where GD's O(dq²) discretization error competes with the flow's increase, is reported); γ̃ ≤ γ at the end (Lemma: γ̃ is a lower bound); "
+        "where GD's discretization error competes with the flow's increase, is reported); "
+        "γ̃ ≤ γ at the end (γ̃ is a lower bound of γ); "
         "the KKT residual at T is below its value at the first checkpoint after separation and "
         "below its value at T/10; and the square-loss control (same init) ends with a KKT "
         f"residual ≥ {_CONTROL_RATIO:g}× the logistic run's. Reported: γ over the best γ of R "
