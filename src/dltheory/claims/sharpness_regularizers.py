@@ -214,9 +214,11 @@ def _digits(config, gen, device) -> Outcome:
     X = torch.tensor(X / 16.0, dtype=torch.float64, device=device)[order]
     y = torch.tensor(y, device=device)[order]
     train = config["train"]
-    model = nn.Sequential(nn.Linear(64, config["width"]), nn.Tanh(), nn.Linear(config["width"], 10))
-    model = model.to(dtype=torch.float64, device=device)
-    with torch.no_grad():  # PyTorch's uniform fan-in init, ×scale, from the run's generator
+    # skip_init: no draw from the global RNG; the weights come from the run's generator below
+    layers = [nn.utils.skip_init(nn.Linear, i, o, dtype=torch.float64, device=device)
+              for i, o in ((64, config["width"]), (config["width"], 10))]
+    model = nn.Sequential(layers[0], nn.Tanh(), layers[1])
+    with torch.no_grad():  # PyTorch's uniform fan-in init, ×scale
         for layer in (model[0], model[2]):
             bound = config["scale"] / math.sqrt(layer.in_features)
             for p in (layer.weight, layer.bias):
