@@ -31,7 +31,7 @@ from dltheory.errors import ConfigError
 from dltheory.models import TwoLayer
 
 _PROFILES = {
-    "smoke": dict(k0=10, widths=[5, 10, 20], d=5, n=200, batch=25, steps=8000, lrs=[2.0]),
+    "smoke": dict(k0=10, widths=[5, 10, 20], d=5, n=200, batch=25, steps=4000, lrs=[2.0]),
     "quick": dict(k0=50, widths=[25, 50, 75, 100, 200], d=10, n=500, batch=50, steps=8000,
                   lrs=[2.0, 4.0]),
     "full": dict(k0=50, widths=[25, 50, 75, 100, 200], d=10, n=500, batch=50, steps=200_000,
