@@ -118,3 +118,15 @@ def test_figure_draws():
     fig = CLAIM.figure(Results(Result(SHORT, s, "ok", o.metrics, o.curves)
                                for s, o in zip(seeds, outcomes)))
     assert len(fig.axes) == 3
+
+
+def test_a_shallow_conv_net_padded_with_frozen_delta_filters_is_the_same_net():
+    g = torch.Generator().manual_seed(7)
+    W = torch.randn(3, 2, 10, generator=g, dtype=torch.float64)
+    padded = torch.zeros(3, 4, 10, dtype=torch.float64)
+    padded[..., 0] = 1.0  # the delta filter: DFT ≡ 1
+    padded[:, :2] = W
+    torch.testing.assert_close(end_to_end_filter(padded), end_to_end_filter(W), rtol=0, atol=1e-15)
+    grad_beta = torch.randn(3, 10, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(conv_gradients(padded, grad_beta)[:, :2], conv_gradients(W, grad_beta),
+                               rtol=0, atol=1e-14)
