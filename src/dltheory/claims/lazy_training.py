@@ -324,7 +324,9 @@ class LazyTraining(Claim):
             axes[2].plot(runs[0].curves["t"], np.median([r.curves["lambda_ratio"] for r in runs], 0),
                          label=f"m={m}")
         axes[2].axhline(1.0, color="k", ls="--", label="λmin(H∞)")
-        axes[2].set(xscale="symlog", xlabel="GD step", ylabel="λmin(H(t)) / λmin(H∞)",
+        axes[2].set_xscale("symlog", linthresh=1)
+        axes[2].set_xlim(left=0)
+        axes[2].set(xlabel="GD step", ylabel="λmin(H(t)) / λmin(H∞)",
                     title="NTK Gram stays near H∞ (NTK scaling)")
         axes[2].legend(fontsize=7)
         fig.tight_layout()

@@ -279,6 +279,8 @@ class LazyTrainingResNet(Claim):
             ax.plot(widths, ref * (np.array(widths) / widths[0]) ** EXPONENT, "k--",
                     label="m^-1/2")
             ax.set(xscale="log", yscale="log", xlabel="width m", title=title)
+            ax.set_xticks(widths, [str(m) for m in widths], minor=False)
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
             ax.legend(fontsize=8)
         axes[0].set_ylabel("‖W_l(T) − W_l(0)‖_F / ‖W_l(0)‖₂")
         fig.tight_layout()
