@@ -17,7 +17,8 @@ Setup: a planted PSD rank-r M* (``dltheory.problems.MatrixSensing`` with Gaussia
 ``QuadraticNetwork`` with Gaussian inputs), the solution of (P) by cvxpy with its dual
 certificate checked (``dltheory.reference.min_nuclear_norm``), GD with the step 1/λ_max of the
 dense float64 Hessian of f, the larger of its values at the factor of that solution and at
-the run's initialization (the sharpness at both ends of each run), the
+the run's initialization (the sharpness at both ends of each run; where the start is the
+sharper end — large α — recomputed at the current iterate before each long stretch), the
 same U_init direction for every α of a geometric grid, all seeds and α's as one batched
 computation. We compare the *end-to-end* matrix UUᵀ, relative Frobenius error to the
 solution of (P) — the factor itself is only defined up to U ↦ UQ.
@@ -77,6 +78,7 @@ _LIMIT = 0.05         # relative error to the solution of (P) at the smallest α
 _FIT = 1e-3           # GD must fit the measurements (relative residual) at the smallest α
 _CONTROL = 0.25       # α = 1 must end at least this far from the solution of (P), ≥ 5× _LIMIT
 _MONOTONE_SLACK = 1e-3  # error may stop decreasing only once both are below this
+_REFRESH = 50  # large-α runs recompute their step before every stretch of >= this many steps
 
 
 def _problem(config, generator):
@@ -184,9 +186,9 @@ class ImplicitBiasMatrixFactorization(Claim):
             U_init = U_init.mT  # the network's W is (width, d); the factor is U = Wᵀ
         # Each α's step: 1/sharpness at both ends of its run (its start, the target).
         target = _sharpness(S, problem.y, _psd_factor(ref.M))
-        eta = [config["lr_scale"] / max(target, _sharpness(S, problem.y, a * U_init))
-               for a in config["alphas"]]
-        return problem, S, ref, eta, U_init
+        start = [_sharpness(S, problem.y, a * U_init) for a in config["alphas"]]
+        eta = [config["lr_scale"] / max(target, s) for s in start]
+        return problem, S, ref, eta, U_init, target, [s > target for s in start]
 
     def _run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
         setups = [self._setup(config, s) for s in seeds]
@@ -201,6 +203,8 @@ class ImplicitBiasMatrixFactorization(Claim):
         marks = log_checkpoints(config["steps"], config["checkpoints"])
         errors, t = [], 0
         for mark in marks:
+            if mark - t >= _REFRESH:
+                self._refresh_steps(config, setups, S, y, U, eta)
             for _ in range(mark - t):
                 _, grad = sensing_gradient(S, y, U)
                 U = U - eta * grad
@@ -218,14 +222,24 @@ class ImplicitBiasMatrixFactorization(Claim):
                                 trajectory[i], marks)
                 for i in range(len(seeds))]
 
+    @staticmethod
+    def _refresh_steps(config, setups, S, y, U, eta) -> None:
+        """Runs whose step is set by their start (large α, sharper than the target) get
+        1/max(target, sharpness now): the curvature falls as UUᵀ nears the measurements."""
+        for i, setup in enumerate(setups):
+            target, limited = setup[5], setup[6]
+            for k in (k for k, lim in enumerate(limited) if lim):
+                sharp = _sharpness(S[i].cpu(), y[i].cpu(), U[i, k].cpu())
+                eta[i, k] = config["lr_scale"] / max(target, sharp)
+
     def _summarize(self, config, setup, final, trajectory, marks) -> Outcome:
-        problem, _, ref, eta, _ = setup
+        problem, _, ref, eta, *_ = setup
         M_star = problem.M_star.numpy()
         ref_to_truth = float(np.linalg.norm(ref.M - M_star) / np.linalg.norm(M_star))
         err = [float(e) for e in final["error"]]
         metrics = {
             "reference_gap": float(ref.gap), "reference_to_truth": ref_to_truth,
-            "measurements_suffice": ref_to_truth < _RECOVERED, "step": eta[-1], "control_step": eta[0],
+            "measurements_suffice": ref_to_truth < _RECOVERED, "step": eta[-1],
             "control_error": err[0], "smallest_alpha_error": err[-1],
             "smallest_alpha_recovery": float(final["recovery"][-1]),
             "smallest_alpha_residual": float(final["residual"][-1]),
