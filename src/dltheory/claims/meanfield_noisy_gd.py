@@ -21,12 +21,13 @@ optimum (above) and a continuum-feasible dual value (below); the grid is refined
 show its error.
 
 Setup: n points at uniform random angles on the unit circle, targets from a teacher of k (odd)
-equally spaced ReLU units (random offset) with alternating outer weights ±1; the student starts with all m particles on two random
-directions (half (a, w) = (1, u(ψ₁)), half (−1, u(ψ₂))). Noisy GD is run with β annealed
-geometrically from β₀ to β₁ (the temperature biases F by about (#coordinates per particle)/(2β),
-≈ 1.5e-6 at β₁ = 1e6); the control is noiseless GD (:class:`dltheory.optim.GD`) from the same
-initialization and step. Seeds are batched (stacked particles, one NoisyGD per seed drawing
-from that seed's generator).
+equally spaced ReLU units (random offset) with alternating outer weights ±1; the student
+starts with all m particles on two random directions (half (a, w) = (1, u(ψ₁)), half
+(−1, u(ψ₂))). Noisy GD is run with β annealed geometrically from β₀ to β₁ (by equipartition
+the temperature biases F by about (#coordinates per particle)/(2β) = 3/(2β), ≈ 1.5e-6 at
+β₁ = 1e6; the figure shows the gap tracking it); the control is noiseless GD
+(:class:`dltheory.optim.GD`) from the same initialization and step. Seeds are batched
+(stacked particles, one NoisyGD per seed drawing from that seed's generator).
 """
 
 from __future__ import annotations
@@ -148,8 +149,8 @@ class MeanfieldNoisyGD(Claim):
                 opts = [GD([a_s, W_s], lr=config["lr"]) for a_s, W_s in zip(a, W)]
             F_marks, t = [], 0
             for mark in marks:
-                for t in range(t, mark):
-                    beta = config["beta0"] * (config["beta1"] / config["beta0"]) ** (t / (T - 1))
+                for step in range(t, mark):
+                    beta = config["beta0"] * (config["beta1"] / config["beta0"]) ** (step / (T - 1))
                     F = _objective(torch.stack(a), torch.stack(W), X, y, lam)
                     for opt in opts:
                         opt.zero_grad()

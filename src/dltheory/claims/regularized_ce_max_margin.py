@@ -12,9 +12,11 @@ Reference (:func:`dltheory.reference.relu_max_margin`): balancing each unit, γ*
 angles (cvxpy), sandwiched between the grid value and a continuum-feasible dual bound.
 
 What "argmin" means here: L_λ is non-convex, so each width runs R restarts of L-BFGS (closed-
-form gradient, float64), each following the λ path from large to small (warm starts; units
-that weight decay killed restart from their initial values), and W_λ is the restart with the
-lowest L_λ. At width m ≥ n + 1 the reference gives a network
+form gradient, float64); at each λ a restart keeps the better of two solves, one warm-started
+from its solution at the previous (larger) λ (units that weight decay killed restart from their
+initial values) and one from its own initialization; W_λ is the restart with the lowest L_λ.
+(Warm starts alone left every restart of one width in a non-separating local minimum, margin 0,
+while the narrower and wider nets separated.) At width m ≥ n + 1 the reference gives a network
 attaining min_B L_λ(B·Θ*) (Carathéodory: a grid measure with margin γ*_grid is an (n+1)-unit
 net), so the global minimum is at most that value: the run must reach it. From that bound,
 the global minimizer's margin obeys (comparing with B² = log(1/λ)/γ*)
@@ -34,7 +36,8 @@ Seeds run one after the other (L-BFGS's line searches do not batch).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from functools import partial
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -192,8 +195,10 @@ class RegularizedCEMaxMargin(Claim):
             for x0 in inits[m]:
                 theta, path = x0, []
                 for lam in lams:
-                    theta = _lbfgs(lambda th: loss_and_grad(th, X, y, lam, m), _revive(theta, x0, m))
-                    path.append((loss_and_grad(theta, X, y, lam, m)[0],
+                    fun = partial(loss_and_grad, X=X, y=y, lam=lam, m=m)
+                    warm, fresh = _lbfgs(fun, _revive(theta, x0, m)), _lbfgs(fun, x0)
+                    theta = warm if fun(warm)[0] <= fun(fresh)[0] else fresh
+                    path.append((fun(theta)[0],
                                  normalized_margin(theta[:m], theta[m:].reshape(m, 2), X, y)))
                 paths.append(path)
             best = [min((p[j] for p in paths), key=lambda v: v[0]) for j in range(len(lams))]
@@ -214,7 +219,8 @@ class RegularizedCEMaxMargin(Claim):
         a = inits[wide][0][:wide]
         control = []
         for lam in lams:
-            a = _lbfgs(lambda th: loss_and_grad(th, X, y, lam, wide, False, W0), a)
+            a = _lbfgs(partial(loss_and_grad, X=X, y=y, lam=lam, m=wide, train_inner=False,
+                               W_fixed=W0), a)
             control.append(balanced_margin(a, W0, X, y) / gamma)
         curves["control_ratio"] = control
         metrics["control_ratio_lam_min"] = control[-1]

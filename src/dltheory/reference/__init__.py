@@ -7,7 +7,6 @@ from dltheory.reference.nuclear import (
     min_nuclear_norm,
     min_nuclear_norm_completion,
 )
-from dltheory.reference.svm import MaxMarginSolution, max_margin
 from dltheory.reference.relu_measure import (
     ReluLassoSolution,
     ReluMarginSolution,
@@ -15,6 +14,7 @@ from dltheory.reference.relu_measure import (
     relu_lasso,
     relu_max_margin,
 )
+from dltheory.reference.svm import MaxMarginSolution, max_margin
 
 __all__ = [
     "BregmanSolution",

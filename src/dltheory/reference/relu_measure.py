@@ -40,6 +40,7 @@ import torch
 from dltheory.errors import ShapeError, SolverError
 from dltheory.reference.svm import max_margin
 
+
 def relu_dictionary(X, n_directions: int) -> tuple[np.ndarray, np.ndarray]:
     """The features relu(u(φ_k)ᵀx_i), shape (n, K), on K = ``n_directions`` uniform angles.
 
