@@ -22,8 +22,9 @@ def test_smoke_benign_problems_succeed_and_controls_fail():
     assert all(r.metrics["success_fraction"] <= 0.1 for r in results
                if r.config["control"] in ("max-cut, p = 1", "matrix-sensing, m = n < n·r"))
     # every failed start is diagnosed at its end point
-    assert all(r.metrics["spurious"] + r.metrics["saddle"] + r.metrics["unconverged"] + r.metrics["unclassified"]
-               + r.metrics["optimal_value"] == round((1 - r.metrics["success_fraction"]) * r.metrics["starts"]) for r in results)
+    kinds = ("spurious", "saddle", "unconverged", "unclassified", "optimal_value")
+    failed_starts = [round((1 - r.metrics["success_fraction"]) * r.metrics["starts"]) for r in results]
+    assert [sum(r.metrics[k] for k in kinds) for r in results] == failed_starts
     maxcut = next(r for r in results if r.config["problem"] == "max-cut" and not r.config["control"])
     assert maxcut.metrics["rounded_cut"] <= maxcut.metrics["sdp_value"] + 1e-6  # the SDP bounds every cut
 
@@ -66,7 +67,8 @@ def test_verdict_reports_the_diagnosis_of_failed_starts():
     bad = _result("matrix-completion", rate=0.96, spurious=3, unconverged=1, spurious_loss_gap=0.035)
     verdict = CLAIM.judge(Results([bad]))
     assert not verdict.passed
-    assert "3 at 2nd-order critical points above the optimum (loss gap ≤ 0.035), 1 unconverged" in verdict.measured
+    expected = "3 at 2nd-order critical points above the optimum (loss gap ≤ 0.035), 1 unconverged"
+    assert expected in verdict.measured
 
 
 def test_failed_starts_are_classified_by_the_dense_hessian():
@@ -82,7 +84,8 @@ def test_failed_starts_are_classified_by_the_dense_hessian():
     counts = _classify_failures(Double(), loss, points, [False, False, False], "double")
     # (−1, 0): gradient 0 and loss 0 = the optimum → "optimal value, not recovered"; (0, 0): saddle
     # (λ_min = −4); (0.5, 0): gradient 1.5 → unconverged
-    assert (counts["optimal_value"], counts["saddle"], counts["unconverged"], counts["spurious"]) == (1, 1, 1, 0)
+    kinds = (counts["optimal_value"], counts["saddle"], counts["unconverged"], counts["spurious"])
+    assert kinds == (1, 1, 1, 0)
     shifted = lambda v: loss(v) + 0.5 * (v[0] < 0).to(v.dtype)  # noqa: E731  a spurious minimum at (−1, 0)
     counts = _classify_failures(Double(), shifted, points[:1], [False], "double")
     assert counts["spurious"] == 1 and counts["spurious_loss_gap"] == 0.5

@@ -94,7 +94,8 @@ def test_batched_loss_equals_the_loss_of_each_point():
 
 def test_arccos_kernel_matches_monte_carlo():
     g = _gen(6)
-    U, V = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(2, 4, generator=g, dtype=torch.float64)
+    U = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    V = torch.randn(2, 4, generator=g, dtype=torch.float64)
     x = torch.randn(400_000, 4, generator=g, dtype=torch.float64)
     empirical = torch.relu(x @ U.T).T @ torch.relu(x @ V.T) / x.shape[0]
     torch.testing.assert_close(_arccos_kernel(U, V), empirical, rtol=0.02, atol=0.01)

@@ -1,4 +1,5 @@
-"""For a family of non-convex problems all local minima are global: local search from random starts finds the optimum.
+"""For a family of non-convex problems all local minima are global: local search from random starts
+finds the optimum.
 
 The problems of Lee's list, each with the theorem that its landscape is benign (every local
 minimum global, every saddle strict, so that GD from a random start converges to a global
@@ -60,12 +61,12 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from dltheory import problems as P
 from dltheory.claims._many_starts import descend, gradient_and_curvature
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
 from dltheory.optim import GD, RiemannianGD
-from dltheory import problems as P
 from dltheory.problems import landscape_design as _relu
 
 
@@ -89,13 +90,16 @@ _PROBLEMS: dict[str, tuple[Callable, float, int, float, float]] = {
                              1.0),
     "matrix-sensing": (lambda n, g: P.MatrixSensing(n, 2, 8 * 2 * n, generator=g), 0.2, 400, 1e-2, 1.0),
     "phase-retrieval": (lambda n, g: P.PhaseRetrieval(n, 15 * n, generator=g), 0.1, 400, 0.1, 1.0),
-    "tensor-decomposition": (lambda n, g: P.OrthogonalTensorDecomposition(n, generator=g), 0.1, 400, 1.0, 1.0),
-    "dictionary-learning": (lambda n, g: P.DictionaryLearning(n, 16 * n ** 3, generator=g), 0.1, 400, 1.0, 1.0),
+    "tensor-decomposition": (lambda n, g: P.OrthogonalTensorDecomposition(n, generator=g), 0.1, 400, 1.0,
+                             1.0),
+    "dictionary-learning": (lambda n, g: P.DictionaryLearning(n, 16 * n ** 3, generator=g), 0.1, 400, 1.0,
+                            1.0),
     "max-cut": (lambda n, g: P.MaxCutBurerMonteiro(n, generator=g), 0.1, 500, 1.0, 1.0),
     # non-smooth: the subgradient method with geometrically decaying steps (Li et al. 2020)
     "robust-pca": (lambda n, g: P.RobustPCA(n, 2, 0.1, generator=g), 5.0, 800, 0.5, 0.99),
     # Ge, Lee, Ma 2018, Theorem 2.3 with c = 0.1 (μ = c/κ, λ = a_max/c): population objective G
-    "relu-landscape-design": (lambda n, g: _relu.ReLULandscapeDesign(n, c=0.1, generator=g), 1.0, 800, 1.0, 1.0),
+    "relu-landscape-design": (lambda n, g: _relu.ReLULandscapeDesign(n, c=0.1, generator=g), 1.0, 800, 1.0,
+                              1.0),
 }
 # control name -> (problem it breaks, instance(size, generator), least failure fraction,
 #                  (lr, steps) if they differ from the problem's, size if not the problem's first)
@@ -108,7 +112,8 @@ _CONTROLS: dict[str, tuple[str, Callable, float, tuple | None, int | None]] = {
     # p(p+1)/2 + p ≤ n: Waldspurger & Waters (2020) show spurious optima for *some* cost matrices,
     # and where the SDP optimum has rank > 2 it is unreachable; the theory does not say most
     # starts fail, only that the ≥ 99% guarantee is lost: the control must fail in > 1%
-    "max-cut, p = 2": ("max-cut", lambda n, g: P.MaxCutBurerMonteiro(n, 2, generator=g), 0.01, (0.1, 2000), None),
+    "max-cut, p = 2": ("max-cut", lambda n, g: P.MaxCutBurerMonteiro(n, 2, generator=g), 0.01, (0.1, 2000),
+                       None),
     # the plain square loss of the same teacher (output layer fixed at a*): spurious local minima
     # exist for m = d ≥ 6 (Safran & Shamir 2018) — again only the guarantee is lost: > 1%. At
     # d = 6 they are rare (0 of 100 starts here, ~0.3% in Safran & Shamir), so the control runs d = 8
@@ -192,13 +197,13 @@ def _classify_failures(problem, one: Callable, end: torch.Tensor, success, name:
     manifold = None if problem.manifold is None else "oblique"
     grad, lam = gradient_and_curvature(one, points, manifold)
     optimum = problem.global_min_value or 0.0
-    for g, l, x in zip(grad.tolist(), lam.tolist(), points):
+    for g, curvature, x in zip(grad.tolist(), lam.tolist(), points):
         gap = float(one(x)) - optimum
         if not math.isfinite(g) or g > _STATIONARY:
             counts["unconverged"] += 1
         elif gap <= _STATIONARY:  # the optimal value, away from the truth: not identifiable, or slow
             counts["optimal_value"] += 1
-        elif l < -_STATIONARY:
+        elif curvature < -_STATIONARY:
             counts["saddle"] += 1
         else:
             counts["spurious"] += 1
@@ -213,7 +218,8 @@ def _diagnosis(rs) -> str:
     gap = max((r.metrics.get("spurious_loss_gap", 0.0) for r in rs), default=0.0)
     words = []
     if total["spurious"]:
-        words.append(f"{total['spurious']} at 2nd-order critical points above the optimum (loss gap ≤ {gap:.2g})")
+        words.append(f"{total['spurious']} at 2nd-order critical points above the optimum "
+                     f"(loss gap ≤ {gap:.2g})")
     if total["saddle"]:
         words.append(f"{total['saddle']} at saddles")
     if total["unconverged"]:
@@ -258,7 +264,8 @@ class BenignLandscapes(Claim):
         if config["problem"] not in _PROBLEMS:
             raise ConfigError(f"problem must be one of {', '.join(_PROBLEMS)} (got {config['problem']!r})")
         if config["control"] and config["control"] not in _CONTROLS:
-            raise ConfigError(f"control must be empty or one of {', '.join(_CONTROLS)} (got {config['control']!r})")
+            raise ConfigError(f"control must be empty or one of {', '.join(_CONTROLS)} "
+                              f"(got {config['control']!r})")
         if config["starts"] < 1 or config["size"] < 4:
             raise ConfigError(f"starts must be >= 1 and size >= 4 (got {config['starts']}, {config['size']})")
 
@@ -363,7 +370,8 @@ class BenignLandscapes(Claim):
         verdict = self.judge(results)
         labels = list(verdict.details["rates"])
         values = [verdict.details["rates"][k] for k in labels]
-        controls = [any(k.startswith(c) for c in _CONTROLS) for k in labels]  # control labels start with their name
+        # control labels start with the control's name
+        controls = [any(k.startswith(c) for c in _CONTROLS) for k in labels]
         fig, ax = plt.subplots(figsize=(10, 0.28 * len(labels) + 1.5))
         ax.barh(range(len(labels)), values, color=["C3" if c else "C0" for c in controls])
         ax.axvline(_SUCCESS, color="k", ls="--", lw=1, label=f"{_SUCCESS:.0%}")

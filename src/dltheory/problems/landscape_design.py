@@ -87,7 +87,7 @@ class _ReLUTeacher(Problem):
         return scale * self._randn(self.width, self.d, generator=generator) / math.sqrt(self.d)
 
     def _matching_error(self, B, truth, signed: bool, scale=None) -> float:
-        """Largest row distance ``‖b_j − t_π(j)‖/scale_π(j)`` (up to sign if ``signed``) under the best matching π."""
+        """Largest ``‖b_j − t_π(j)‖/scale_π(j)`` (up to sign if ``signed``) under the best matching π."""
         difference = (B[:, None, :] - truth[None, :, :]).norm(dim=-1)
         if signed:
             difference = torch.minimum(difference, (B[:, None, :] + truth[None, :, :]).norm(dim=-1))
@@ -275,5 +275,5 @@ class ReLUSquareLoss(_ReLUTeacher):
         # relu is positively homogeneous: unit j with weight a_j* computes unit i of the teacher
         # when a_j*b_j = a_i*b_i*, so the identifiable rows are a_j*b_j (matched up to permutation)
         B = self._check(params).detach()
-        return self._matching_error(self.a_star[:, None] * B, self.a_star[:, None] * self.B_star, signed=False,
-                                    scale=self.a_star)
+        a = self.a_star[:, None]
+        return self._matching_error(a * B, a * self.B_star, signed=False, scale=self.a_star)
