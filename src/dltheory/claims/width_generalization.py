@@ -42,7 +42,7 @@ from dltheory.measure.bounds import (golowich_rademacher, neyshabur_two_layer_ra
 from dltheory.measure.margin import margins
 
 _PROFILES = {
-    "smoke": dict(train=300, widths=[8, 32, 128], steps=300, lr=2.0),
+    "smoke": dict(train=300, widths=[8, 16, 32, 64, 128], steps=300, lr=2.0),
     "quick": dict(train=600, widths=[8, 16, 32, 64, 128, 256], steps=1500, lr=2.0),
     "full": dict(train=1000, widths=[8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
                  steps=20_000, lr=2.0),
