@@ -212,9 +212,9 @@ def _train(net: TwoLayer, X: torch.Tensor, y: torch.Tensor, steps: int, lr: floa
     every seed fits. Returns per seed: fit (all margins >= MARGIN), steps used, final loss."""
     W, a, scale = net.W.detach().clone(), net.a.detach().clone(), net.scale
     S = W.shape[0]
-    used = torch.full((S,), steps, dtype=torch.long)
-    fitted = torch.zeros(S, dtype=torch.bool)
-    loss = torch.full((S,), math.nan, dtype=X.dtype)
+    used = torch.full((S,), steps, dtype=torch.long, device=X.device)
+    fitted = torch.zeros(S, dtype=torch.bool, device=X.device)
+    loss = torch.full((S,), math.nan, dtype=X.dtype, device=X.device)
 
     def predict(W, a):
         # Contractions with a vector as broadcast-multiply + sum over the last axis: a batched

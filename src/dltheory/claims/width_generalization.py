@@ -16,8 +16,8 @@ training cross-entropy is ≤ 0.01 (or at the step budget). On the stopped net: 
 error, the margin γ = 5th percentile of the training margins f_y − max_{j≠y} f_j (the
 paper's choice, robust to a few points), p = h(d + c), and the margin-normalized measures of
 ``measure.bounds``: Neyshabur et al.'s two-layer Rademacher bound (divides by γ itself),
-Golowich–Rakhlin–Shamir / γ, Bartlett–Foster–Telgarsky spectral complexity (reference: the
-initialization) / γ, and the ℓ2 path norm / γ. Spearman correlations with the test error
+Golowich–Rakhlin–Shamir / γ, Bartlett–Foster–Telgarsky spectral complexity (reference matrices: U₀
+and 0) / γ, and the ℓ2 path norm / γ. Spearman correlations with the test error
 across widths tell which measures track it. Negative control: the widest net trained the same
 way on random labels (Zhang et al. 2017), whose test error is at chance: an explanatory
 capacity measure must be much larger there than on the real labels.
@@ -220,8 +220,8 @@ def _train(U, V, X, y, steps: int, lr: float):
     S, n = X.shape[0], X.shape[1]
     onehot = torch.nn.functional.one_hot(y, CLASSES).to(X.dtype)
     stopped_U, stopped_V = U.clone(), V.clone()
-    used = torch.full((S,), steps, dtype=torch.long)
-    done = torch.zeros(S, dtype=torch.bool)
+    used = torch.full((S,), steps, dtype=torch.long, device=X.device)
+    done = torch.zeros(S, dtype=torch.bool, device=X.device)
     for t in range(1, steps + 1):
         pre, out = _forward(U, V, X)
         G = (torch.softmax(out, -1) - onehot) / n  # ∂L/∂f
@@ -256,6 +256,8 @@ def _measures(U, V, U0, X, y, Xt, yt) -> dict[str, float]:
         "margin": gamma, "params": float(h * (d + CLASSES)),
     }
     if gamma > 0:
+        # The bounds are post-hoc scalars of small matrices: computed on the CPU.
+        U, V, U0, X = (t.detach().cpu() for t in (U, V, U0, X))
         V0 = torch.zeros_like(V)  # the spectral reference of the second layer: none
         metrics.update(
             neyshabur=neyshabur_two_layer_rademacher(U, V, U0, X, gamma),
