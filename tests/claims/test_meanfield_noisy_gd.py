@@ -35,9 +35,10 @@ def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit():
 def test_smoke_noisy_gd_reaches_the_certified_optimum_and_the_control_stalls():
     seeds = CLAIM.sweep("smoke").seeds
     outcomes = CLAIM.run_batch(SMOKE, seeds, "cpu")
-    verdict = CLAIM.judge(Results(Result(SMOKE, s, "ok", o.metrics, o.curves)
-                                  for s, o in zip(seeds, outcomes)))
+    results = Results(Result(SMOKE, s, "ok", o.metrics, o.curves) for s, o in zip(seeds, outcomes))
+    verdict = CLAIM.judge(results)
     assert verdict.passed, verdict.measured
+    assert CLAIM.figure(results).axes
     for o in outcomes:
         assert o.metrics["F_lower_bound"] <= o.metrics["F_reference"]
         assert o.metrics["noisy_directions"] > 2  # the noise split the two initial directions

@@ -68,9 +68,10 @@ def test_dead_units_restart_from_their_initialization():
 def test_smoke_margin_approaches_the_certified_optimum():
     seeds = CLAIM.sweep("smoke").seeds
     outcomes = [CLAIM.run(SMOKE, s, "cpu") for s in seeds]
-    verdict = CLAIM.judge(Results(Result(SMOKE, s, "ok", o.metrics, o.curves)
-                                  for s, o in zip(seeds, outcomes)))
+    results = Results(Result(SMOKE, s, "ok", o.metrics, o.curves) for s, o in zip(seeds, outcomes))
+    verdict = CLAIM.judge(results)
     assert verdict.passed, verdict.measured
+    assert CLAIM.figure(results).axes
     for o in outcomes:
         assert o.metrics["gamma_star"] <= o.metrics["gamma_upper"]
         assert all(b <= 1 for b in o.curves["theory_ratio_bound"])
