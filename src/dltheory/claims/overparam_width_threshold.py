@@ -44,7 +44,7 @@ _PROFILES = {
     "quick": dict(d=64, ns=[64, 128, 256], widths=_GRID[:14], steps=2000, lr=8.0),
     "full": dict(d=64, ns=[128, 256, 512, 1024, 1600], widths=_GRID, steps=20_000, lr=8.0),
 }
-_SEEDS = {"smoke": 2, "quick": 2, "full": 8}
+_SEEDS = {"smoke": 2, "quick": 4, "full": 8}
 LABELS = ("random", "real")
 
 # Criterion constants, fixed from the statement before any run (not tuned on results).
