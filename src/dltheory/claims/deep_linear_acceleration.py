@@ -83,7 +83,8 @@ def _loss(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, p: int) -> torch.Te
 def _minimum(X: torch.Tensor, y: torch.Tensor, p: int) -> tuple[float, float]:
     """(L*, ‖∇L(w*)‖) by damped Newton from the least-squares solution (L is convex and
     smooth for p ≥ 2; for p = 2 the first step is exact)."""
-    w = torch.linalg.lstsq(X, y[:, None], driver="gelsd").solution[:, 0]
+    driver = "gelsd" if X.device.type == "cpu" else "gels"  # CUDA has only gels (X has full column rank)
+    w = torch.linalg.lstsq(X, y[:, None], driver=driver).solution[:, 0]
     for _ in range(100):
         r = X @ w - y
         grad = X.T @ _loss_and_slope(r, p)[1] / len(y)

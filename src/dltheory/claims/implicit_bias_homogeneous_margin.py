@@ -237,15 +237,17 @@ class ImplicitBiasHomogeneousMargin(Claim):
         return [p.detach() for p in params]
 
     def _summarize(self, L, config, i, R, logistic, control, data, svm, out) -> None:
-        X, y = data
         snaps, run = logistic["snapshots"], i * R  # restart 0 of seed i
+        device = snaps[-1]["params"][0].device
+        X, y = (t.to(device) for t in data)
 
         def kkt(params):
+            params = [p.to(X.device) for p in params]  # snapshots may live on another device
             if not bool((y * forward(params, X)).min() > 0):
                 return math.nan  # not separating: no KKT residual
             named = {str(k): p.cpu() for k, p in enumerate(params)}
             return homogeneous_kkt_residual(lambda th, Z: forward(list(th.values()), Z), named,
-                                            X, y, degree=L).residual
+                                            X.cpu(), y.cpu(), degree=L).residual
 
         sep = int(logistic["separated_at"][run])
         residual, ts = [], []

@@ -249,5 +249,6 @@ class DeepLinear(SeedBatched):
 def _haar_frame(n: int, k: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
     """``n × k`` orthonormal columns, uniformly (Haar) distributed: QR of a Gaussian matrix
     with the signs of R's diagonal moved into Q (Mezzadri 2007)."""
-    Q, R = torch.linalg.qr(torch.randn(n, k, generator=generator, dtype=dtype, device=device))
+    Q, R = torch.linalg.qr(torch.randn(n, k, generator=generator, dtype=dtype,
+                                         device=generator.device).to(device))
     return Q * torch.sign(torch.diagonal(R))
