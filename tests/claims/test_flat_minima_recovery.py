@@ -31,6 +31,19 @@ def test_flattest_minimizer_recovers_and_the_control_does_not():
     assert stats["spread"] and stats["rho"] > 0
 
 
+def test_robust_pca_flattest_is_pcp_and_recovers_and_the_control_does_not():
+    results = Results()
+    for regime in ("recover", "control"):
+        config = _config("robust-pca", regime)
+        outcome = CLAIM.run(config, 0, "cpu")
+        results.append(Result(config, 0, "ok", outcome.metrics, outcome.curves))
+    recover, control = results.where(regime="recover")[0], results.where(regime="control")[0]
+    assert recover.metrics["flat_error"] <= 1e-3 and recover.metrics["pcp_gap"] <= 1e-3
+    assert control.metrics["flat_error"] >= 0.1
+    checks = CLAIM.judge(results).details["checks"]
+    assert checks["robust-pca: flattest is the PCP solution"] and checks["robust-pca: control fails"]
+
+
 def test_runs_are_deterministic():
     config = _config("covariance", "control")
     assert CLAIM.run(config, 0, "cpu").metrics == CLAIM.run(config, 0, "cpu").metrics
@@ -42,6 +55,8 @@ def _result(problem, regime, **overrides):
                   relative_loss=[1e-12, 1e-12, 1e-12])
     if regime == "control":
         metrics.update(flat_error=0.7, m=8)
+    if problem == "robust-pca":
+        metrics["pcp_gap"] = 1e-8
     for key, value in overrides.items():
         (curves if key in curves else metrics)[key] = value
     return Result({"problem": problem, "regime": regime}, 0, "ok", metrics, curves)
@@ -49,7 +64,7 @@ def _result(problem, regime, **overrides):
 
 def _results(bad_problem=None, bad_regime=None, every_seed=False, **bad):
     out = Results()
-    for problem in ("matrix-sensing", "asymmetric-sensing", "covariance", "quadratic-net"):
+    for problem in ("matrix-sensing", "asymmetric-sensing", "covariance", "quadratic-net", "robust-pca"):
         for regime in ("recover", "control"):
             for seed in range(2):
                 broken = problem == bad_problem and regime == bad_regime and (every_seed or seed == 1)
@@ -67,9 +82,11 @@ def test_good_metrics_pass():
     ("recover", True, dict(trace=[200.0, 50.0, 11.0]), "covariance: error rises with trace"),
     ("control", True, dict(flat_error=1e-4), "covariance: control fails"),  # judged on the median
     ("control", False, dict(flat_relative_loss=1e-3), "covariance: control interpolates"),
+    ("recover", False, dict(pcp_gap=1e-2), "robust-pca: flattest is the PCP solution"),
 ])
 def test_verdict_fails_when_a_check_breaks(regime, every_seed, bad, check):
-    verdict = CLAIM.judge(_results("covariance", regime, every_seed, **bad))
+    problem = check.split(":")[0]
+    verdict = CLAIM.judge(_results(problem, regime, every_seed, **bad))
     assert verdict.passed is False
     assert verdict.details["checks"][check] is False
     assert check in verdict.measured
@@ -83,7 +100,7 @@ def test_no_spread_means_the_rank_check_is_not_judged_and_is_reported():
     assert "every interpolant recovers" in verdict.measured
 
 
-@pytest.mark.parametrize("key, value", [("problem", "robust-pca"), ("regime", "x"), ("n", 2),
+@pytest.mark.parametrize("key, value", [("problem", "pca"), ("regime", "x"), ("n", 2),
                                         ("others", 2), ("iterations", 5)])
 def test_bad_config_raises_config_error(key, value):
     with pytest.raises(ConfigError):

@@ -53,3 +53,29 @@ def test_infeasible_and_bad_inputs_are_clear_errors():
         min_nuclear_norm(np.ones((1, 2, 3)), np.array([1.0]), psd=True)
     with pytest.raises(ShapeError, match="observes no entry"):
         min_nuclear_norm_completion(np.eye(2), np.zeros((2, 2)))
+
+
+def test_principal_component_pursuit_separates_an_incoherent_rank_one_matrix_from_outliers():
+    from dltheory.reference import principal_component_pursuit
+
+    rng = np.random.default_rng(0)
+    n = 12
+    low = np.outer(rng.choice([-1.0, 1.0], n), rng.choice([-1.0, 1.0], n)) / n  # μ = 1
+    outliers = np.where(rng.random((n, n)) < 0.05, 2.0 / n * rng.choice([-1.0, 1.0], (n, n)), 0.0)
+    sol = principal_component_pursuit(low + outliers, 1 / np.sqrt(n))
+    assert np.abs(sol.X - low).max() <= 1e-6 and np.abs(sol.S - outliers).max() <= 1e-6
+    # the certificate: ‖Y‖_op ≤ 1, max|Y| ≤ λ, ⟨Y, M⟩ = objective
+    assert np.linalg.norm(sol.dual, 2) <= 1 + 1e-6 and np.abs(sol.dual).max() <= 1 / np.sqrt(n) + 1e-6
+    assert abs(sol.gap) <= 1e-6
+
+
+def test_principal_component_pursuit_bad_input_is_a_clear_error():
+    from dltheory.errors import ConfigError
+    from dltheory.reference import principal_component_pursuit
+
+    with pytest.raises(ShapeError, match="2-d"):
+        principal_component_pursuit(np.ones(3), 0.5)
+    with pytest.raises(ConfigError, match="weight"):
+        principal_component_pursuit(np.ones((3, 3)), 0.0)
+    with pytest.raises(ShapeError, match="NaN"):
+        principal_component_pursuit(np.full((2, 2), np.nan), 0.5)

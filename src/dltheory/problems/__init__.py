@@ -14,6 +14,7 @@ from dltheory.problems.landscape_design import ReLULandscapeDesign, ReLUSquareLo
 from dltheory.problems.low_rank_approximation import LowRankApproximation
 from dltheory.problems.maxcut import MaxCutBurerMonteiro
 from dltheory.problems.phase_retrieval import PhaseRetrieval
+from dltheory.problems.robust_pca import FactoredRobustPCA
 from dltheory.problems.saddle import StrictSaddle
 from dltheory.problems.sensing import (
     AsymmetricMatrixSensing,
@@ -39,5 +40,6 @@ __all__ = [
     "ReLULandscapeDesign",
     "ReLUSquareLoss",
     "RobustPCA",
+    "FactoredRobustPCA",
     "StrictSaddle",
 ]

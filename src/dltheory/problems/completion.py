@@ -120,13 +120,9 @@ class RobustPCA(_SymmetricLowRank):
         .. math:: \operatorname{tr} \nabla^2 f(U) = \frac{2k}{n^2} \sum_i \operatorname{sign}(UU^\top - M)_{ii} :
 
         piecewise constant, its gradient zero. It is therefore no flatness measure for this
-        formulation, whose minimizers do not interpolate; Ding et al. (2024, §6) measure
-        flatness on a C²-smooth local model of ``½ dist²(M − LRᵀ, {S : ‖S‖₁ ≤ ‖S*‖₁})``.
-
-        References
-        ----------
-        Ding, Drusvyatskiy, Fazel, Harchaoui, "Flat minima generalize for low-rank matrix
-        recovery", Information and Inference 2024, §6.
+        formulation, whose minimizers do not interpolate; the smooth, interpolating
+        formulation whose flattest minimizer is the principal component pursuit split is
+        :class:`~dltheory.problems.FactoredRobustPCA`.
         """
         U = self._factor(params)
         signs = torch.sign(torch.diagonal(U @ U.mT - self.M))

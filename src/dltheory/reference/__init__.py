@@ -4,8 +4,10 @@ from dltheory.reference.bregman import BregmanSolution, min_bregman_interpolatio
 from dltheory.reference.homogeneous import KKTResidual, homogeneous_kkt_residual
 from dltheory.reference.nuclear import (
     NuclearNormSolution,
+    PCPSolution,
     min_nuclear_norm,
     min_nuclear_norm_completion,
+    principal_component_pursuit,
 )
 from dltheory.reference.relu_measure import (
     ReluLassoSolution,
@@ -21,6 +23,8 @@ __all__ = [
     "KKTResidual",
     "MaxMarginSolution",
     "NuclearNormSolution",
+    "PCPSolution",
+    "principal_component_pursuit",
     "homogeneous_kkt_residual",
     "max_margin",
     "min_bregman_interpolation",
