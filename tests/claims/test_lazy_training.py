@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dltheory.claims import Result, Results, get_claim
-from dltheory.errors import ConfigError
 from dltheory.claims.lazy_training import empirical_gram, h_infinity, loglog_slope
+from dltheory.errors import ConfigError
 
 CLAIM = get_claim("lazy-training")
 SHORT = {**CLAIM.sweep("smoke").configs[0], "steps": 30, "m": 32}

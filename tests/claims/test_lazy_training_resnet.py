@@ -27,21 +27,31 @@ def test_hand_written_backpropagation_equals_autograd():
     loss = 0.5 * ((CLAIM.forward(net, W_in, W, net.a, X) - y) ** 2).sum()
     auto_in, auto = torch.autograd.grad(loss, (W_in, W))
     (left, right), factors, per_seed = CLAIM.gradients(
-        net, W_in.detach(), [W.detach()[:, l] for l in range(SHORT["depth"] - 1)], net.a, X, y)
+        net, W_in.detach(), [W.detach()[:, k] for k in range(SHORT["depth"] - 1)], net.a, X, y)
     assert torch.allclose(left.mT @ right, auto_in, rtol=1e-10, atol=1e-12)
-    for layer, (l, r) in enumerate(factors):
-        assert torch.allclose(l.mT @ r, auto[:, layer], rtol=1e-10, atol=1e-12)
+    for layer, (lf, rf) in enumerate(factors):
+        assert torch.allclose(lf.mT @ rf, auto[:, layer], rtol=1e-10, atol=1e-12)
     assert torch.allclose(per_seed.sum(), loss)
 
 
 @pytest.mark.parametrize("scaling", ["ntk", "mean-field"])
 def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit(scaling):
-    config = {**SHORT, "scaling": scaling}
+    # Bit for bit in float64. In float32 the batched GEMM's kernel (and so its rounding)
+    # depends on the batch count on some CPUs (AVX-512 sgemm), so there the runs agree to
+    # float32 rounding only — checked below, with a tolerance a few ulps wide.
+    config = {**SHORT, "scaling": scaling, "dtype": "float64"}
     together = CLAIM.run_batch(config, [0, 1, 2], "cpu")
     for seed, batched in zip([0, 1, 2], together):
         alone = CLAIM.run_batch(config, [seed], "cpu")[0]
         assert batched.metrics == alone.metrics
     assert together[0].metrics != together[1].metrics
+    single = {**config, "dtype": "float32"}
+    together = CLAIM.run_batch(single, [0, 1, 2], "cpu")
+    for seed, batched in zip([0, 1, 2], together):
+        alone = CLAIM.run_batch(single, [seed], "cpu")[0]
+        for key, value in alone.metrics.items():
+            expected = pytest.approx(value, rel=1e-5) if isinstance(value, float) else value
+            assert batched.metrics[key] == expected, key
 
 
 def test_float32_training_measures_what_float64_training_measures():

@@ -55,9 +55,9 @@ def descend(loss: Callable, starts: torch.Tensor, make_optimizer: Callable, step
             break
         if per_start:
             for k, opt in enumerate(optimizers):
-                opt.step(lambda k=k: values[k])
+                opt.step(lambda k=k: values[k])  # noqa: B023 — called at once by step()
         else:
-            optimizers[0].step(lambda: values.sum())
+            optimizers[0].step(lambda: values.sum())  # noqa: B023 — called at once
     return stacked().detach()
 
 

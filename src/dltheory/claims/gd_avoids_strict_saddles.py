@@ -139,13 +139,16 @@ class GDAvoidsStrictSaddles(Claim):
         if config["method"] not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)} (got {config['method']!r})")
         if not 1 <= config["negative_dims"] <= config["dim"]:
-            raise ConfigError(f"need 1 <= negative_dims <= dim (got {config['negative_dims']}, {config['dim']})")
+            raise ConfigError(f"need 1 <= negative_dims <= dim "
+                              f"(got {config['negative_dims']}, {config['dim']})")
         if not 0 < config["lr_scale"] < 1:
-            raise ConfigError(f"lr_scale must be in (0, 1): the theorem needs η < 1/ℓ (got {config['lr_scale']})")
+            raise ConfigError(f"lr_scale must be in (0, 1): the theorem needs η < 1/ℓ "
+                              f"(got {config['lr_scale']})")
         if not (config["gamma"] > 0 and config["radius"] > math.sqrt(config["gamma"])):
             raise ConfigError(f"need gamma > 0 and radius > sqrt(gamma) so the ball holds the minima "
                               f"(got gamma={config['gamma']}, radius={config['radius']})")
-        if config["tensor_d"] < 2 or config["starts"] < 1 or config["control_starts"] < 1 or config["steps"] < 1:
+        if (config["tensor_d"] < 2 or config["starts"] < 1 or config["control_starts"] < 1
+                or config["steps"] < 1):
             raise ConfigError("tensor_d must be >= 2 and starts, control_starts, steps >= 1")
 
     # -- run -------------------------------------------------------------------------
@@ -240,8 +243,10 @@ class GDAvoidsStrictSaddles(Claim):
             checks[f"{m}: Hessian agrees with the closed form"] = all(
                 x["hessian_closed_form_error"] <= _HESS_AGREE for x in ms)
             checks[f"{m}: control → a strict saddle"] = c_found == c_starts
-            parts.append(f"{m}: {found}/{starts} minimizers (min λ_min {min(x['min_lambda_min'] for x in ms):.3g}, "
-                         f"max ‖grad‖ {max(x['max_grad_norm'] for x in ms):.1e}); control {c_found}/{c_starts} "
+            lam_min = min(x['min_lambda_min'] for x in ms)
+            grad_max = max(x['max_grad_norm'] for x in ms)
+            parts.append(f"{m}: {found}/{starts} minimizers (min λ_min {lam_min:.3g}, "
+                         f"max ‖grad‖ {grad_max:.1e}); control {c_found}/{c_starts} "
                          f"at a saddle (max λ_min {max(x['control_max_lambda_min'] for x in ms):.3g})")
         failed = [k for k, ok in checks.items() if not ok]
         measured = "; ".join(parts)

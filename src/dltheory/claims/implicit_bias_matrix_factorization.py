@@ -35,7 +35,6 @@ from the minimum nuclear norm solution.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -295,10 +294,11 @@ class ImplicitBiasMatrixFactorization(Claim):
                     f"α={c['alphas'][-1]:.0e} "
                     f"{med['smallest_alpha_error']:.2g} (monotone {sum(x['monotone_in_alpha'] for x in m)}"
                     f"/{len(m)}, residual {med['smallest_alpha_residual']:.0e}, recovery "
-                    f"{med['smallest_alpha_recovery']:.2g}, tr/‖M̂‖_* {med['nuclear_ratio_smallest_alpha']:.3f})")
+                    f"{med['smallest_alpha_recovery']:.2g}, "
+                    f"tr/‖M̂‖_* {med['nuclear_ratio_smallest_alpha']:.3f})")
             return parts
 
-        measured = f"median over seeds; judged (M̂ = M*): " + "; ".join(describe(judged))
+        measured = "median over seeds; judged (M̂ = M*): " + "; ".join(describe(judged))
         if reported:
             measured += "; reported (M̂ ≠ M*, conjecture only): " + "; ".join(describe(reported))
         if failed:

@@ -71,7 +71,8 @@ class ImplicitBiasMirrorDescent(Claim):
     criterion = (
         "For every seed and every potential (entropy, ℓ_{1.5}, hypentropy): at T the iterate is "
         "within 1e-4 (relative, ℓ2) of the cvxpy Bregman projection and its distance shrank over "
-        "the last decade (or is below the reference's certified accuracy, 1e-7). Control: GD (ψ = ½‖·‖²) is within 1e-4 of the ℓ2-closest interpolant "
+        "the last decade (or is below the reference's certified accuracy, 1e-7). "
+        "Control: GD (ψ = ½‖·‖²) is within 1e-4 of the ℓ2-closest interpolant "
         "and at least 1e-3 (10× the tolerance) away from every Bregman solution."
     )
     batched = True
@@ -117,7 +118,9 @@ class ImplicitBiasMirrorDescent(Claim):
     @staticmethod
     def _options(name: str, config) -> dict[str, float]:
         """The potential's own parameter (p of ℓp, β of the hypentropy), by keyword."""
-        return {"p": config["p"]} if name == "lp" else {"beta": config["beta"]} if name == "hypentropy" else {}
+        if name == "lp":
+            return {"p": config["p"]}
+        return {"beta": config["beta"]} if name == "hypentropy" else {}
 
     def _run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
         names = ["l2", *config["potentials"]]  # GD first: the control
@@ -141,7 +144,8 @@ class ImplicitBiasMirrorDescent(Claim):
             dtype=torch.float64)[:, None, None] for k in names}
         w = {k: torch.full((len(seeds), 1, X.shape[2]), config["init"], dtype=torch.float64)
              for k in names}
-        optimizers = {k: MirrorDescent([w[k]], lr=1.0, potential=make_potential(k, **self._options(k, config)))
+        optimizers = {k: MirrorDescent([w[k]], lr=1.0,
+                                       potential=make_potential(k, **self._options(k, config)))
                       for k in names}
         marks = log_checkpoints(config["steps"], config["checkpoints"])
         curves = [{"t": [], **{f"{k}_error": [] for k in names}} for _ in seeds]

@@ -185,7 +185,7 @@ class LazyTrainingResNet(Claim):
         ws = [W0[:, layer].to(dtype, copy=True).contiguous() for layer in range(net.depth - 1)]
         lr = lr[:, None, None]
         losses = [0.5 * ((u.detach() * out_scale - y64) ** 2).sum(1)]
-        for t in range(steps):
+        for _ in range(steps):
             g_in, gs, _ = self.gradients(net, w_in, ws, a, X, y)
             # W ← W − η ∇W, fused into the gradient's batched GEMM (η scales the thin factor).
             for W_l, (left, right) in zip(ws, gs):
@@ -206,7 +206,7 @@ class LazyTrainingResNet(Claim):
         outcomes = []
         for i in range(len(seeds)):
             metrics = {"m": m, "scaling": config["scaling"], "loss_ratio": ratio[i],
-                       **{f"layer_move_{l + 1}": v for l, v in enumerate(moves[i])}}
+                       **{f"layer_move_{j + 1}": v for j, v in enumerate(moves[i])}}
             outcomes.append(Outcome(metrics, {}, diverged=not math.isfinite(ratio[i])))
         return outcomes
 

@@ -152,7 +152,7 @@ class OverparamWidthThreshold(Claim):
     # -- judge -----------------------------------------------------------------------
     def judge(self, results: Results) -> Verdict:
         fits = {lab: _exponent(results.where(labels=lab)) for lab in LABELS}
-        rnd, real = fits["random"], fits["real"]
+        rnd = fits["random"]
         n_max = max(r.config["n"] for r in results)
         p_max = {lab: _median_p(results.where(labels=lab, n=n_max)) for lab in LABELS}
         checks = {

@@ -132,7 +132,8 @@ class PerturbedGDEscapesSaddles(Claim):
         metrics = {
             "gd_slope_median": float(np.median(slopes)),
             "gd_slope_predicted": 1 / math.log(1 + gamma / ell),
-            "gd_escaped_fraction": float(np.mean([t is not None for t in gd_times[:len(config["offsets"]) * K]])),
+            "gd_escaped_fraction": float(np.mean([t is not None
+                                                  for t in gd_times[:len(config["offsets"]) * K]])),
             "control_escaped": sum(t is not None for t in gd_times[len(config["offsets"]) * K:]),
             "control_max_distance": float(control.norm(dim=1).max()),
             "gd_steps": config["gd_steps"],
@@ -163,7 +164,8 @@ class PerturbedGDEscapesSaddles(Claim):
                 abs(r.metrics["gd_slope_median"] / r.metrics["gd_slope_predicted"] - 1) <= _SLOPE_TOL
                 for r in results),
             "GD from the saddle never leaves (control)": all(
-                r.metrics["control_escaped"] == 0 and r.metrics["control_max_distance"] == 0 for r in results),
+                r.metrics["control_escaped"] == 0 and r.metrics["control_max_distance"] == 0
+                for r in results),
             "PGD escapes within t_thres": all(
                 np.mean([r.metrics["pgd_late_fraction"] for r in by_dim[d]]) <= r0.config["delta"]
                 for d in dims for r0 in by_dim[d][:1]),
@@ -172,11 +174,14 @@ class PerturbedGDEscapesSaddles(Claim):
                                                    for r in by_dim[d]]))) for d in dims]
         bounds = [by_dim[d][0].metrics["pgd_t_thres"] for d in dims]
         details: dict[str, Any] = {"dims": dims, "pgd_median": medians, "t_thres": bounds}
-        measured = (f"GD slope/predicted median {np.median([r.metrics['gd_slope_median'] / r.metrics['gd_slope_predicted'] for r in results]):.3f} "
+        slope_ratio = np.median([r.metrics['gd_slope_median'] / r.metrics['gd_slope_predicted']
+                                 for r in results])
+        measured = (f"GD slope/predicted median {slope_ratio:.3f} "
                     f"(predicted {results[0].metrics['gd_slope_predicted']:.2f} steps per nat); "
                     f"GD at ρ₀=0 escaped in {sum(r.metrics['control_escaped'] for r in results)} starts; "
                     f"PGD median escape {', '.join(f'd={d}: {m:.0f}' for d, m in zip(dims, medians))} "
-                    f"(t_thres {bounds[0]}…{bounds[-1]}; total bound ℓΔ_f/ε² = {results[0].metrics['jin_total_bound']:.3g})")
+                    f"(t_thres {bounds[0]}…{bounds[-1]}; "
+                    f"total bound ℓΔ_f/ε² = {results[0].metrics['jin_total_bound']:.3g})")
         if len(dims) >= 2:
             log_d = np.log(dims)
             alpha = float(np.polyfit(log_d, np.log(medians), 1)[0])

@@ -16,8 +16,9 @@ width, against the convex optimum solved by cvxpy (an independent answer), and t
 of the trained nets across m.
 
 Setup: ``problems.QuadraticNetwork`` (teacher of k units, x ~ N(0, I_d), N samples) per seed;
-students W₀ with rows N(0, I/(dm)) (so W₀ᵀW₀ ≈ I/d at every width), full-batch GD with the step lr / mean_i ‖x_i‖²y_i for a fixed budget (all
-widths, all seeds batched on one seed axis per width). Negative control: a width below the
+students W₀ with rows N(0, I/(dm)) (so W₀ᵀW₀ ≈ I/d at every width), full-batch GD with the
+step lr / mean_i ‖x_i‖²y_i for a fixed budget (all widths, all seeds batched on one seed axis
+per width). Negative control: a width below the
 rank of the convex optimum (m = 1 < k), which cannot reach it.
 """
 
@@ -127,7 +128,8 @@ class QuadraticOverparamGlobalMin(Claim):
             truth = _predict(problem.U_star @ problem.U_star.mT, X_test)  # M* = W*ᵀW*
             scale = float((truth ** 2).mean())
             test = float(((_predict(M, X_test) - truth) ** 2).mean()) / scale
-            test_star = float(((_predict(torch.as_tensor(M_star, device=X_test.device), X_test) - truth) ** 2).mean()) / scale
+            star = _predict(torch.as_tensor(M_star, device=X_test.device), X_test)
+            test_star = float(((star - truth) ** 2).mean()) / scale
             outcomes.append(Outcome(
                 {"m": m, "sqrt_2N": math.sqrt(2 * config["N"]), "objective": L, "optimum": L_star,
                  "gap": (L - L_star) / L_star, "test_error": test, "test_error_convex": test_star,
@@ -150,7 +152,8 @@ class QuadraticOverparamGlobalMin(Claim):
             abs(r.metrics["test_error"] - r.metrics["test_error_convex"])
             <= max(TEST_SPREAD * r.metrics["test_error_convex"], TEST_FLOOR) for r in wide)
         checks = {
-            "m >= √(2N) reaches the convex optimum": bool(wide) and all(r.metrics["gap"] <= GAP for r in wide),
+            "m >= √(2N) reaches the convex optimum": bool(wide) and all(r.metrics["gap"] <= GAP
+                                                                        for r in wide),
             "test error flat in m": flat,
             "rank-deficient control stays above": bool(control) and all(
                 r.metrics["gap"] >= CONTROL_GAP for r in control),
@@ -172,7 +175,6 @@ class QuadraticOverparamGlobalMin(Claim):
     def figure(self, results: Results):
         import matplotlib.pyplot as plt
 
-        widths = sorted({r.config["m"] for r in results})
         N_root = results[0].metrics["sqrt_2N"]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
         for r in results:

@@ -37,8 +37,12 @@ from dltheory.data import digits
 from dltheory.data.digits import N_DIGITS, PIXELS
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
-from dltheory.measure.bounds import (golowich_rademacher, neyshabur_two_layer_rademacher,
-                                     path_norm, spectral_complexity)
+from dltheory.measure.bounds import (
+    golowich_rademacher,
+    neyshabur_two_layer_rademacher,
+    path_norm,
+    spectral_complexity,
+)
 from dltheory.measure.margin import margins
 
 _PROFILES = {
@@ -160,7 +164,8 @@ class WidthGeneralization(Claim):
             "zero training error past h0": len(past) >= 3 and all(mean[h]["train_error"] == 0 for h in past),
             "test error falls past h0": (len(past) >= 3 and mean[top]["test_error"] < mean[h0]["test_error"]
                                          and rho_width <= RANK_DECREASE),
-            "Neyshabur bound does not grow": len(past) >= 2 and mean[top]["neyshabur"] <= mean[h0]["neyshabur"],
+            "Neyshabur bound does not grow": (len(past) >= 2
+                                              and mean[top]["neyshabur"] <= mean[h0]["neyshabur"]),
             "random labels at chance": ctrl is not None and ctrl["test_error"] >= CHANCE,
             "random labels get a larger bound": (ctrl is not None and top in mean and ctrl["neyshabur"]
                                                  >= CONTROL_RATIO * mean[top]["neyshabur"]),

@@ -117,7 +117,8 @@ class RobustPCA(_SymmetricLowRank):
         ``(1/n²) Σ s_{ij} (UUᵀ − M)_{ij}`` with fixed signs s, and the trace of the Hessian of
         ``u_iᵀu_j`` is ``2k·[i = j]`` (k the factor width), so
 
-        .. math:: \operatorname{tr} \nabla^2 f(U) = \frac{2k}{n^2} \sum_i \operatorname{sign}(UU^\top - M)_{ii} :
+        .. math:: \operatorname{tr} \nabla^2 f(U)
+                  = \frac{2k}{n^2} \sum_i \operatorname{sign}(UU^\top - M)_{ii} :
 
         piecewise constant, its gradient zero. It is therefore no flatness measure for this
         formulation, whose minimizers do not interpolate; the smooth, interpolating
