@@ -193,7 +193,7 @@ def path_norm(weights: Sequence[torch.Tensor], p: float = 2.0) -> float:
     if not p > 0:
         raise UserError(f"p must be positive, got {p!r}")
     A = _matrices(weights)
-    flow = torch.ones(A[0].shape[1], dtype=torch.float64)
+    flow = torch.ones(A[0].shape[1], dtype=torch.float64, device=A[0].device)
     for W in A:
         flow = W.abs().pow(p) @ flow
     return float(flow.sum() ** (1 / p))
