@@ -20,6 +20,17 @@ def test_smoke_depth_accelerates_l4_and_not_l2():
     assert l4["factor_N2"] >= 1.25 and l4["steps_N2"] < l4["steps_N1"]
 
 
+@pytest.mark.parametrize("max_steps", [2000, 10])  # every seed arrives; none arrives
+def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit(max_steps):
+    config = {"dataset": "synthetic", "p": 4, "max_steps": max_steps}
+    together = CLAIM.run_batch(config, [0, 1, 2], "cpu")
+    for seed, batched in zip([0, 1, 2], together):
+        alone = CLAIM.run_batch(config, [seed], "cpu")[0]
+        assert batched.metrics == alone.metrics and batched.curves == alone.curves, seed
+    assert together[0].metrics != together[1].metrics
+    assert all((o.metrics["steps_N1"] is None) == (max_steps == 10) for o in together)
+
+
 def test_newton_minimum_is_the_least_squares_solution_for_p_2():
     X, y = _dataset("synthetic", torch.Generator().manual_seed(0))
     w = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]

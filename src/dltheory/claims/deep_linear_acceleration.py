@@ -15,13 +15,15 @@ scales from 1 to 0.1 and noise. All models start from the same end-to-end vector
 the deep nets factor it in balanced form. Every model gets its own best step size from one log grid
 (η = 2^{k/4}), chosen after the fact as the one that reaches the target first — the same
 tuning for every depth. The minimum L* is computed independently by Newton's method.
-The learning rates of one model run as one batch; seeds (init, synthetic data) run apart.
+All seeds and step sizes of one model run as one batch: S·K stacked nets, the data of each
+seed stacked for batched matmuls, each seed's race ending when its first step size arrives
+(the tests check that a seed gets, bit for bit, the numbers it gets alone).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ _SYNTHETIC = dict(m=500, d=20, noise=0.5)
 # Step sizes 2^-4 ... 2^3 in steps of 2^(1/4): near the stability edge the number of steps
 # changes about as fast as η, so the grid resolves factors well below _ACCELERATION.
 _LR_GRID = [2.0 ** (k / 4) for k in range(-16, 13)]
+_POLL = 32  # steps between the host's looks at whether every seed's race has ended
 
 # Criterion constants, fixed before running (not tuned on results).
 _INIT_NORM = 0.1
@@ -100,29 +103,46 @@ def _minimum(X: torch.Tensor, y: torch.Tensor, p: int) -> tuple[float, float]:
 
 
 def _race(net: DeepLinear, X: torch.Tensor, y: torch.Tensor, p: int, lrs: torch.Tensor,
-          target: float, max_steps: int) -> tuple[int | None, int, list[float]]:
-    """Gradient descent on the layers of ``net`` with one step size per seed slice, until
-    the first slice reaches ``L ≤ target``: (steps, index of that step size, its loss curve).
+          target: torch.Tensor, max_steps: int) -> list[tuple[int | None, int, list[float]]]:
+    """Gradient descent on the layers of ``net``, S seeds × K step sizes, until every seed
+    has a step size that reaches its ``L ≤ target``: per seed, (steps, index of the first
+    step size to arrive, its loss curve).
 
-    Slices run in lockstep, so the first to arrive is the best step size of the grid.
-    ``steps`` is ``None`` when no step size arrives within ``max_steps``.
+    ``net`` holds seed ``s``'s slice for step size ``k`` at ``s·K + k``; X (S, m, d),
+    y (S, m), target (S,). Slices run in lockstep, so the first to arrive is the best step
+    size of the grid. A seed's ``steps`` is ``None`` when none of its step sizes arrives
+    within ``max_steps``; its curve then follows the step size with the lowest loss seen.
+    Arrivals are recorded on the device; the host looks every ``_POLL`` steps whether all
+    seeds have arrived (the steps after a seed's arrival change none of its numbers).
     """
+    S, K = X.shape[0], len(lrs)
+    step_sizes = lrs.repeat(S)[:, None, None]
+    arrival = torch.full((S,), -1, dtype=torch.long, device=X.device)  # step of first arrival
+    winner = torch.zeros(S, dtype=torch.long, device=X.device)  # index of the first to arrive
     history = []
     with torch.no_grad():
         for t in range(max_steps + 1):
-            w = net.end_to_end()[:, 0]  # (K, d)
-            loss, slope = _loss_and_slope(w @ X.T - y, p)
+            w = net.end_to_end().reshape(S, K, -1)
+            loss, slope = _loss_and_slope(w @ X.mT - y[:, None, :], p)  # (S, K), (S, K, m)
             history.append(loss)
-            arrived = loss <= target
-            if arrived.any():
-                best = int(arrived.nonzero()[0, 0])
-                return t, best, [float(h[best]) for h in history]
-            grad = slope @ X / len(y)  # ∇L(w), (K, d)
-            for W, dW in zip(net.weights, net.layer_gradients(grad[:, None, :])):
-                W.sub_(lrs[:, None, None] * dW)
-    finite = torch.stack(history).nan_to_num(nan=math.inf).amin(0)
-    best = int(finite.argmin())
-    return None, best, [float(h[best]) for h in history]
+            arrived = loss <= target[:, None]
+            first = arrived.any(1) & (arrival < 0)
+            arrival = torch.where(first, t, arrival)
+            winner = torch.where(first, arrived.int().argmax(1), winner)  # argmax: first True
+            if t % _POLL == 0 and bool((arrival >= 0).all()):
+                break
+            grad = slope @ X / y.shape[1]  # ∇L(w), (S, K, d)
+            for W, dW in zip(net.weights, net.layer_gradients(grad.reshape(S * K, 1, -1))):
+                W.sub_(step_sizes * dW)
+    losses = torch.stack(history)  # (T, S, K)
+    races = []
+    for s, (t, best) in enumerate(zip(arrival.tolist(), winner.tolist())):
+        if t < 0:
+            best = int(losses[:, s].nan_to_num(nan=math.inf).amin(0).argmin())
+            races.append((None, best, losses[:, s, best].tolist()))
+        else:
+            races.append((t, best, losses[: t + 1, s, best].tolist()))
+    return races
 
 
 class DeepLinearAcceleration(Claim):
@@ -144,6 +164,7 @@ class DeepLinearAcceleration(Claim):
         "median factor is < 1.25 for both depths. Fairness: every model arrives within the "
         "step budget, at a step size inside the grid (not at its ends)."
     )
+    batched = True
 
     def sweep(self, profile: str) -> Sweep:
         spec = _PROFILES[profile]
@@ -161,41 +182,51 @@ class DeepLinearAcceleration(Claim):
             raise ConfigError(f"max_steps must be >= 10, got {config['max_steps']}")
 
     # -- run -------------------------------------------------------------------------
-    def run(self, config: Mapping[str, Any], seed: int, device: str) -> Outcome:
+    def run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # (K, d) tensors: threads cost more than they save
+        torch.set_num_threads(1)  # (S·K, d) tensors: threads cost more than they save
         try:
-            return self._run(config, seed, device)
+            return self._run_batch(config, seeds, device)
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self, config: Mapping[str, Any], seed: int, device: str) -> Outcome:
+    def _setup(self, config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+        """One seed's data, w₀, L*, target and the generator state its layers start from."""
         p, g = config["p"], self.generator(config, seed)
         X, y = _dataset(config["dataset"], g)
         X, y = X.to(device), y.to(device)
-        d = X.shape[1]
-        w0 = torch.randn(1, d, generator=g, dtype=torch.float64)
+        w0 = torch.randn(1, X.shape[1], generator=g, dtype=torch.float64)
         w0 = (_INIT_NORM * w0 / w0.norm()).to(device)
         L_star, grad_norm = _minimum(X, y, p)
         L0 = float(_loss(X, y, w0[0], p))
-        target = L_star + _TARGET * (L0 - L_star)
+        return dict(X=X, y=y, w0=w0, L_star=L_star, newton_grad_norm=grad_norm, L0=L0,
+                    target=L_star + _TARGET * (L0 - L_star), state=g.get_state())
+
+    def _run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
+        runs = [self._setup(config, seed, device) for seed in seeds]
+        X, y = torch.stack([r["X"] for r in runs]), torch.stack([r["y"] for r in runs])
+        d, K = X.shape[-1], len(_LR_GRID)
+        w0 = torch.stack([r["w0"] for r in runs]).repeat_interleave(K, 0)  # (S·K, 1, d)
+        target = torch.tensor([r["target"] for r in runs], dtype=torch.float64, device=device)
         lrs = torch.tensor(_LR_GRID, dtype=torch.float64, device=device)
-        metrics: dict[str, Any] = {"L_star": L_star, "newton_grad_norm": grad_norm, "L0": L0}
-        curves: dict[str, list[float]] = {}
-        state = g.get_state()
+        metrics: list[dict[str, Any]] = [{k: r[k] for k in ("L_star", "newton_grad_norm", "L0")}
+                                         for r in runs]
+        curves: list[dict[str, list[float]]] = [{} for _ in runs]
         for N in _DEPTHS:
-            # Every step size starts from the same layers (the same generator state).
-            gens = [torch.Generator().set_state(state) for _ in _LR_GRID]
+            # Every step size of a seed starts from the same layers (the same generator state).
+            gens = [torch.Generator().set_state(r["state"]) for r in runs for _ in _LR_GRID]
             net = DeepLinear([d] + [1] * N, generators=gens, end_to_end=w0, device=device)
-            steps, best, losses = _race(net, X, y, p, lrs, target, config["max_steps"])
-            metrics[f"steps_N{N}"] = steps
-            metrics[f"best_lr_N{N}"] = _LR_GRID[best]
-            metrics[f"best_lr_interior_N{N}"] = 0 < best < len(_LR_GRID) - 1
-            curves[f"gap_N{N}"] = [(L - L_star) / (L0 - L_star) for L in losses]
-        for N in _DEPTHS[1:]:
-            lin, deep = metrics["steps_N1"], metrics[f"steps_N{N}"]
-            metrics[f"factor_N{N}"] = lin / deep if lin is not None and deep else None
-        return Outcome(metrics, curves)
+            races = _race(net, X, y, config["p"], lrs, target, config["max_steps"])
+            for r, m, c, (steps, best, losses) in zip(runs, metrics, curves, races):
+                m[f"steps_N{N}"] = steps
+                m[f"best_lr_N{N}"] = _LR_GRID[best]
+                m[f"best_lr_interior_N{N}"] = 0 < best < len(_LR_GRID) - 1
+                c[f"gap_N{N}"] = [(L - r["L_star"]) / (r["L0"] - r["L_star"]) for L in losses]
+        for m in metrics:
+            for N in _DEPTHS[1:]:
+                lin, deep = m["steps_N1"], m[f"steps_N{N}"]
+                m[f"factor_N{N}"] = lin / deep if lin is not None and deep else None
+        return [Outcome(m, c) for m, c in zip(metrics, curves)]
 
     # -- judge -----------------------------------------------------------------------
     def judge(self, results: Results) -> Verdict:
