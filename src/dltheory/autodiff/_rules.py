@@ -3,7 +3,10 @@
 Every rule gets the op's arguments. It returns ``None`` when the op hits no exact tie (the
 caller then runs the original op, so the gradient is PyTorch's bit for bit) or the output
 to use instead: the same values, with a backward through the piece that is active in the
-direction ``v``. That piece is chosen from the sign of the one-sided directional
+direction ``v``. The elementwise piecewise-linear ops always return ``None``: at a tie the
+original op runs too, and a hook on its autograd node puts the chosen slope at the tied
+entries alone (PyTorch's backward everywhere else). That piece is chosen from the sign of
+the one-sided directional
 derivative ``du = J_u · v`` of the op's argument ``u`` (Kakade & Lee 2018, the
 randomized chain rule): relu at 0 → slope 1 if ``du > 0``, else 0; a max with ties → the
 tied entry with the largest ``du``; abs at 0 → ``sign(du)``.
@@ -11,7 +14,10 @@ tied entry with the largest ``du``; abs at 0 → ``sign(du)``.
 ``du`` is computed only where a tie occurs, from the autograd graph recorded so far, by
 two vector-Jacobian products (``du = ∂/∂w ⟨J_uᵀ w, v⟩``): no tangent travels through the
 tie-free part of the program, and later ties see earlier choices through the graph, as the
-chain rule requires.
+chain rule requires. Under ``batch_dim`` (samples that do not interact) it is computed on
+the rows that hold a tie alone, by :mod:`dltheory.autodiff._tape`, and the rules choose
+their pieces on those rows alone; every rule therefore also says how its output's tangent
+follows from its inputs' (``jvp``), so that later ties can replay it.
 
 References
 ----------
@@ -29,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.weak import WeakIdKeyDictionary
 
+from dltheory.autodiff._tape import _Tape
 from dltheory.autodiff.report import KinkReport
 
 
@@ -107,32 +114,88 @@ def _tangent(u: torch.Tensor, direction: _Direction, known: dict) -> torch.Tenso
 
 @dataclass
 class _Ctx:
-    """What a rule may use: the direction, the report, and which tensors are flat."""
+    """What a rule may use: the direction, the report, which tensors are flat, and (under
+    ``batch_dim``) the tape that computes tangents on the tied rows alone."""
 
     direction: _Direction
     report: KinkReport
     # tensor -> (values where the op that made it is flat, entries excluded, its version)
+    # the entries excluded as (rows, their mask on those rows): the rows that hold a tie
     flat: WeakIdKeyDictionary
-    # flat values of the op that just ran without a tie, for the caller to attach
-    pending_flat: tuple[float, ...] = ()
-    # grad_fn of the output of a resolved tie -> (that output, its tangent)
+    # grad_fn of the output of a resolved tie -> (that output, its tangent); whole batch only
     known: dict = field(default_factory=dict)
+    tape: _Tape | None = None
+    # what a piecewise-linear rule decided, for ``run`` to attach to the native op's output
+    pending: _Piece | None = None
 
-    def tangent(self, u: torch.Tensor) -> torch.Tensor:
-        return _tangent(u, self.direction, self.known)
+    def rows(self, need: torch.Tensor) -> torch.Tensor | None:
+        """Under ``batch_dim``: the rows (indices into dim 0) where ``need`` holds an entry,
+        the only ones whose tangents a rule computes; else None (all rows)."""
+        if self.tape is None or need.ndim == 0:
+            return None
+        return _rows_with(need)
 
-    def know(self, out: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
-        """Record the tangent of a tie's output, so later ties start from it; returns ``out``."""
-        self.known[out.grad_fn] = (out, tangent)
+    def tangent(self, u: torch.Tensor, op: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``J_u · v`` on ``rows`` of u (None: all): by the tape under ``batch_dim``, else (or
+        where the tape cannot follow u) from the whole batch's graph."""
+        if not u.requires_grad:
+            return torch.zeros_like(u if rows is None else u.index_select(0, rows))
+        if self.tape is not None:
+            du = self.tape.tangent(u, rows, self.direction)
+            if du is not None:
+                return du
+            self.report.whole_batch[op] += 1
+        du = _tangent(u, self.direction, self.known)
+        return du if rows is None else du.index_select(0, rows)
+
+    def resolve(self, out: torch.Tensor, inputs: Sequence, tangents: Sequence[torch.Tensor],
+                jvp: Callable) -> torch.Tensor:
+        """Register the output of a resolved tie, whose tangent is ``jvp(rows, tangents of
+        inputs on those rows)`` (``rows``: indices into dim 0, None: all), so that later ties
+        start from it; returns ``out``."""
+        if self.tape is not None:
+            self.tape.record(out, inputs, jvp)
+        else:
+            self.known[out.grad_fn] = (out, jvp(None, tangents))
+        return out
+
+    def record(self, out: torch.Tensor, inputs: Sequence, jvp: Callable) -> torch.Tensor:
+        """Register a tie-free output that a rule computed itself (for the tape)."""
+        if self.tape is not None:
+            self.tape.record(out, inputs, jvp)
+        return out
+
+    def run(self, func: Callable, *args, **kwargs):
+        """Run an op as PyTorch does, attaching what a piecewise-linear rule left pending
+        (its flat values; at ties, the chosen pieces), and record it on the tape."""
+        piece, self.pending = self.pending, None
+        # the input's record is read before the op: it may write in place (relu_)
+        before = self.tape.slot(args[0], hold=False) if self.tape is not None and piece else None
+        out = func(*args, **kwargs)
+        if piece is None:
+            if self.tape is not None:
+                self.tape.record_call(func, args, kwargs, out)
+            return out
+        self.mark_flat(out, piece.flat, piece.exclude)
+        if piece.ties is not None:
+            out.grad_fn.register_hook(_chosen_slopes(*piece.ties[:2]))
+        # read off the output where it tells the piece: the tape then need not keep x
+        src = out if piece.from_output else piece.x
+        jvp = _piecewise_tangent(src, piece.slope, piece.ties)
+        if self.tape is not None:
+            self.tape.record(out, [before], jvp, held=[src])
+        elif piece.ties is not None:
+            self.known[out.grad_fn] = (out, jvp(None, [piece.dx]))
         return out
 
     def mark_flat(self, out: torch.Tensor, values: tuple[float, ...],
-                  exclude: torch.Tensor | None = None) -> None:
-        """Entries of ``out`` equal to one of ``values`` (except ``exclude``) lie on a flat piece."""
+                  exclude: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Entries of ``out`` equal to one of ``values`` lie on a flat piece, except those
+        set in ``exclude`` = (rows of out, mask on those rows)."""
         if values:
             self.flat[out] = (values, exclude, out._version)
 
-    def flat_values(self, x: torch.Tensor) -> tuple[tuple[float, ...], torch.Tensor | None]:
+    def flat_values(self, x: torch.Tensor) -> tuple[tuple[float, ...], tuple | None]:
         """Values at which the entries of ``x`` have zero derivative, and the exceptions."""
         entry = self.flat.get(x)
         if entry is None or entry[2] != x._version:  # modified in place since: unknown
@@ -172,6 +235,21 @@ def _arg(args, kwargs, i, name, default=None):
 
 # --- elementwise: relu, leaky_relu, relu6, hardtanh, clamp, abs -------------------------
 
+@dataclass
+class _Piece:
+    """What a piecewise-linear rule decided about the op about to run on ``x``."""
+
+    x: torch.Tensor
+    flat: tuple[float, ...]  # values at which the op is flat
+    slope: Callable[[torch.Tensor], torch.Tensor]  # slope of the piece a value lies on
+    from_output: bool  # whether ``slope`` reads the output (non-decreasing pieces) or x
+    # tied entries: coordinates (k, ndim), chosen slopes (k,), and the rows they were found on
+    # with the coordinates renumbered within them (what a later replay on those rows reads)
+    ties: tuple | None = None
+    exclude: tuple[torch.Tensor, torch.Tensor] | None = None  # rows, mask: tied, so not flat
+    dx: torch.Tensor | None = None  # x's tangent (whole batch), for ``_Ctx.known``
+
+
 def _count_equal(x: torch.Tensor, knot: float) -> int:
     """How many entries of x equal ``knot`` (at 0, counting non-zeros is twice as fast)."""
     if knot == 0:
@@ -179,44 +257,101 @@ def _count_equal(x: torch.Tensor, knot: float) -> int:
     return int((x == knot).count_nonzero())
 
 
-def _piecewise_linear(ctx: _Ctx, op: str, x: torch.Tensor, value: Callable[[], torch.Tensor],
-                      knots: Sequence[tuple[float, float, float]],
-                      slope_between: Callable[[torch.Tensor], torch.Tensor]):
+def _chosen_slopes(coords: torch.Tensor, chosen: torch.Tensor) -> Callable:
+    """A hook on the native op's autograd node: at the tied entries its input's gradient is
+    the output's times the chosen slope; elsewhere PyTorch's own backward, bit for bit."""
+    index = tuple(coords.T)
+
+    def hook(grad_inputs, grad_outputs):
+        grad = grad_inputs[0]  # a fresh tensor, the node's own output
+        _entries(grad)[index] = _entries(grad_outputs[0])[index] * chosen
+        return (grad, *grad_inputs[1:])
+    return hook
+
+
+def _entries(t: torch.Tensor) -> torch.Tensor:
+    """t, or a 0-d t as one entry, for indexing by coordinates."""
+    return t if t.ndim else t.view(1)
+
+
+def _piecewise_tangent(src: torch.Tensor, slope: Callable, ties) -> Callable:
+    """Tangent of a piecewise-linear op's output: the slope read off ``src`` times x's
+    tangent, with the chosen slopes at the ties."""
+    def jvp(rows, tangents):
+        s = slope(_taker(rows)(src.detach())).to(tangents[0].dtype)
+        if ties is not None:
+            coords, chosen, found_rows, local = ties
+            if found_rows is not None and rows is not None and torch.equal(rows, found_rows):
+                coords = local  # the rows the ties were found on: no renumbering
+            else:
+                coords, chosen = _in_rows(coords, chosen, rows)
+            _entries(s)[tuple(coords.T)] = chosen
+        return s * tangents[0]
+    return jvp
+
+
+def _in_rows(coords: torch.Tensor, values: torch.Tensor, rows: torch.Tensor | None):
+    """The entries (coordinates, values) that lie in ``rows``, renumbered within them."""
+    if rows is None or len(rows) == 0:
+        return coords, values
+    at = torch.searchsorted(rows, coords[:, 0].contiguous()).clamp_(max=len(rows) - 1)
+    keep = rows[at] == coords[:, 0]
+    coords = torch.cat([at[keep, None], coords[keep, 1:]], 1)
+    return coords, values[keep]
+
+
+def _piecewise_linear(ctx: _Ctx, op: str, x: torch.Tensor, knots: Sequence[tuple[float, float, float]],
+                      slope_between: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     """An elementwise piecewise-linear op; ``knots`` = (location, slope left, slope right).
 
     At a knot the active piece is the right one if the tangent of x is > 0, the left one if
     < 0; a zero tangent is undetermined (the left piece, PyTorch's usual choice, is kept).
+    The op itself then runs natively (``_Ctx.run``): a hook on its autograd node puts the
+    chosen slopes at the tied entries. Returns whether x ties.
     """
     if not x.requires_grad:
-        return None
+        return False
+    slopes = [s for _, left, right in knots for s in (left, right)]
     # where one side is constant the output there is the knot: a flat value
     flat_values = tuple(float(k) for k, left, right in knots if left == 0 or right == 0)
-    n_ties = sum(_count_equal(x.detach(), k) for k, _, _ in knots)
-    if n_ties == 0:
-        ctx.pending_flat = flat_values
-        return None
-    at = [x.detach() == k for k, _, _ in knots]
-    dx = ctx.tangent(x)
-    slope = slope_between(x.detach()).to(x.dtype)
-    undetermined = 0
-    for tie, (_, left, right) in zip(at, knots):
-        if not bool(tie.any()):
+    piece = ctx.pending = _Piece(x, flat_values, slope_between, from_output=min(slopes) >= 0)
+    xd = x.detach()
+    counts = [_count_equal(xd, k) for k, _, _ in knots]
+    if sum(counts) == 0:
+        return False
+    at = [xd == k for k, _, _ in knots]
+    need = at[0] if len(at) == 1 else torch.stack(at).any(0)
+    rows = ctx.rows(need)
+    take = _taker(rows)
+    dx = ctx.tangent(x, op, rows)
+    coords, local, chosen, undetermined = [], [], [], 0
+    for tie, count, (_, left, right) in zip(at, counts, knots):
+        if count == 0:
             continue
         # ties are few: choose the piece on the tied entries only
+        tie = take(tie)
         dx_tie = dx[tie]
-        slope[tie] = torch.where(dx_tie > 0, x.new_tensor(right), x.new_tensor(left))
+        chosen.append(torch.where(dx_tie > 0, x.new_tensor(right), x.new_tensor(left)))
+        at_rows = _entries(tie).nonzero()
+        local.append(at_rows)
+        coords.append(at_rows if rows is None else torch.cat([rows[at_rows[:, :1]], at_rows[:, 1:]], 1))
         undetermined += int((dx_tie == 0).count_nonzero())
-    ctx.report.ties[op] += n_ties
+    ctx.report.ties[op] += sum(counts)
     ctx.report.undetermined[op] += undetermined
-    out = ctx.know(_masked(value(), [slope], x), slope * dx)
-    ctx.mark_flat(out, flat_values, exclude=at[0] if len(at) == 1 else torch.stack(at).any(0))
-    return out
+    piece.ties = (torch.cat(coords), torch.cat(chosen), rows, torch.cat(local))
+    piece.dx = dx if rows is None else None
+    if x.ndim > 0:
+        if rows is None:
+            rows = _rows_with(need)
+            take = _taker(rows)
+        piece.exclude = (rows, take(need))
+    return True
 
 
 def _leaky(ctx, op, x, negative_slope):
     return _piecewise_linear(
-        ctx, op, x, lambda: F.leaky_relu(x.detach(), negative_slope),
-        [(0.0, negative_slope, 1.0)],
+        ctx, op, x, [(0.0, negative_slope, 1.0)],
+        (lambda z: z > 0) if negative_slope == 0 else
         lambda z: torch.where(z > 0, z.new_tensor(1.0), z.new_tensor(negative_slope)))
 
 
@@ -225,20 +360,20 @@ def _hardtanh(ctx, op, x, low, high):
     high = float("inf") if high is None else float(high)
     knots = [(k, left, right) for k, left, right in ((low, 0.0, 1.0), (high, 1.0, 0.0))
              if abs(k) != float("inf")]
-    return _piecewise_linear(ctx, op, x, lambda: x.detach().clamp(low, high), knots,
-                             lambda z: ((z > low) & (z < high)).to(z.dtype))
+    return _piecewise_linear(ctx, op, x, knots, lambda z: (z > low) & (z < high))
 
 
 def _abs(ctx, x):
-    return _piecewise_linear(ctx, "abs", x, lambda: x.detach().abs(), [(0.0, -1.0, 1.0)], torch.sign)
+    return _piecewise_linear(ctx, "abs", x, [(0.0, -1.0, 1.0)], torch.sign)
 
 
+# The piecewise-linear rules return None: the op runs natively, with what they decided.
 def _relu_rule(ctx, args, kwargs):
-    return _leaky(ctx, "relu", args[0], 0.0)
+    _leaky(ctx, "relu", args[0], 0.0)
 
 
 def _leaky_rule(ctx, args, kwargs):
-    return _leaky(ctx, "leaky_relu", args[0], float(_arg(args, kwargs, 1, "negative_slope", 0.01)))
+    _leaky(ctx, "leaky_relu", args[0], float(_arg(args, kwargs, 1, "negative_slope", 0.01)))
 
 
 def _hardtanh_bounds(args, kwargs):
@@ -246,11 +381,11 @@ def _hardtanh_bounds(args, kwargs):
 
 
 def _hardtanh_rule(ctx, args, kwargs):
-    return _hardtanh(ctx, "hardtanh", args[0], *_hardtanh_bounds(args, kwargs))
+    _hardtanh(ctx, "hardtanh", args[0], *_hardtanh_bounds(args, kwargs))
 
 
 def _relu6_rule(ctx, args, kwargs):
-    return _hardtanh(ctx, "relu6", args[0], 0.0, 6.0)
+    _hardtanh(ctx, "relu6", args[0], 0.0, 6.0)
 
 
 def _clamp_bounds(args, kwargs):
@@ -265,9 +400,10 @@ def _clamp_rule(ctx, args, kwargs):
         for bound, take_larger, native in ((low, True, torch.maximum), (high, False, torch.minimum)):
             if bound is not None:
                 tied = _binary_extreme(ctx, "clamp", x, bound, take_larger)
-                x = native(x, bound) if tied is None else tied
+                x = ctx.run(native, x, bound) if tied is None else tied
         return x
-    return _hardtanh(ctx, "clamp", args[0], low, high)
+    _hardtanh(ctx, "clamp", args[0], low, high)
+    return None
 
 
 def _clamp_min_rule(ctx, args, kwargs):
@@ -279,10 +415,29 @@ def _clamp_max_rule(ctx, args, kwargs):
 
 
 def _abs_rule(ctx, args, kwargs):
-    return _abs(ctx, args[0])
+    _abs(ctx, args[0])
 
 
 # --- maximum / minimum and the max / min / amax / amin reductions -----------------------
+
+def _tangent_where(ctx: _Ctx, op: str, u: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    """u's tangent, computed on the rows where ``need`` holds an entry (0 on the others);
+    on all rows for an operand broadcast into ``need``, whose rows are not the tie's."""
+    rows = ctx.rows(need) if need.shape == u.shape else None
+    du = ctx.tangent(u, op, rows)
+    return du if rows is None else du.new_zeros(u.shape).index_copy_(0, rows, du)
+
+
+def _rows_with(mask: torch.Tensor) -> torch.Tensor:
+    """The indices along dim 0 of the rows where a boolean ``mask`` holds an entry (a max
+    over bytes: ``any`` along a dim is 40x slower)."""
+    return mask.view(torch.uint8).reshape(len(mask), -1).amax(1).nonzero().squeeze(1)
+
+
+def _taker(rows: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Restricts a tensor's dim 0 to ``rows`` (None: the identity)."""
+    return (lambda t: t) if rows is None else lambda t: t.index_select(0, rows)
+
 
 def _binary_extreme(ctx, op, a, b, take_larger: bool):
     a_t = a if isinstance(a, torch.Tensor) else torch.as_tensor(a)
@@ -292,16 +447,17 @@ def _binary_extreme(ctx, op, a, b, take_larger: bool):
     tie = a_t == b_t
     if not bool(tie.any()):
         return None
-    da, db = ctx.tangent(a_t), ctx.tangent(b_t)
+    da, db = _tangent_where(ctx, op, a_t, tie), _tangent_where(ctx, op, b_t, tie)
     value = torch.maximum(a_t.detach(), b_t.detach()) if take_larger else \
         torch.minimum(a_t.detach(), b_t.detach())
     wins = (a_t > b_t) if take_larger else (a_t < b_t)
     prefer_a = (da > db) if take_larger else (da < db)
-    mask_a = torch.where(tie, prefer_a, wins).to(value.dtype)
+    mask_a = torch.broadcast_to(torch.where(tie, prefer_a, wins), value.shape)
     tie_b = torch.broadcast_to(tie, value.shape)
     ctx.report.ties[op] += int(tie_b.count_nonzero())
     ctx.report.undetermined[op] += int((tie_b & torch.broadcast_to(da == db, value.shape)).count_nonzero())
-    return ctx.know(_masked(value, [mask_a, 1 - mask_a], a_t, b_t), torch.where(mask_a.bool(), da, db))
+    return ctx.resolve(_masked(value, [mask_a, ~mask_a], a_t, b_t), [a_t, b_t], [da, db],
+                       lambda rows, ts: torch.where(_taker(rows)(mask_a), ts[0], ts[1]))
 
 
 class _ExtremeSelect(torch.autograd.Function):
@@ -351,7 +507,7 @@ def _reduce_extreme(ctx, op, x, dim, keepdim, take_larger: bool, want_indices: b
     n_tied = int(tied.count_nonzero())
     if n_tied == 0:
         return None
-    dx = ctx.tangent(x)
+    dx = _tangent_where(ctx, op, x, hit & tied)
     # the reduced dims last and flattened: one row per slice
     last = tuple(range(x.ndim - len(dims), x.ndim))
     moved_hit = hit.movedim(dims, last)
@@ -363,8 +519,9 @@ def _reduce_extreme(ctx, op, x, dim, keepdim, take_larger: bool, want_indices: b
     ctx.report.undetermined[op] += int((top_tied & tied.reshape(rows)).count_nonzero())
     onehot = torch.zeros_like(eq).scatter_(-1, index.unsqueeze(-1), True)
     mask = onehot.reshape(moved_hit.shape).movedim(last, dims)
-    out = _ExtremeSelect.apply(x, mask, dims, keepdim, dim is None)
-    ctx.know(out, _ExtremeSelect.apply(dx, mask, dims, keepdim, dim is None))
+    out = ctx.resolve(_ExtremeSelect.apply(x, mask, dims, keepdim, dim is None), [x], [dx],
+                      lambda rows, ts: _ExtremeSelect.apply(ts[0], _taker(rows)(mask), dims, keepdim,
+                                                            dim is None))
     if want_indices:
         idx = index.unsqueeze(dims[0]) if keepdim else index
         kind = torch.return_types.max if take_larger else torch.return_types.min
@@ -396,20 +553,21 @@ def _minimum_rule(ctx, args, kwargs):
 # --- max pooling -----------------------------------------------------------------------
 
 class _PoolSelect(torch.autograd.Function):
-    """Max-pool output whose gradient goes to the chosen input of each window."""
+    """Max-pool output whose gradient goes to the chosen input of each window: PyTorch's
+    own max-pool backward, given these indices."""
 
     @staticmethod
-    def forward(ctx, x, value, index):
-        ctx.save_for_backward(index)
-        ctx.shape = x.shape
+    def forward(ctx, x, value, index, geometry):
+        ctx.save_for_backward(x, index)
+        ctx.geometry = geometry
         return value
 
     @staticmethod
     def backward(ctx, grad):
-        (index,) = ctx.saved_tensors
-        n, c, h, w = ctx.shape
-        g = grad.new_zeros(n, c, h * w).scatter_add_(-1, index.reshape(n, c, -1), grad.reshape(n, c, -1))
-        return g.view(n, c, h, w), None, None
+        x, index = ctx.saved_tensors
+        g = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad.reshape(index.shape), x, *ctx.geometry, (1, 1), False, index)
+        return g, None, None, None
 
 
 def _pair(value, nd: int, fill) -> tuple[int, int]:
@@ -441,34 +599,45 @@ def _per_window(mask: torch.Tensor, kernel) -> torch.Tensor:
     return F.avg_pool2d(mask.float(), kernel) * (kernel[0] * kernel[1])
 
 
-def _pool_choice(x4, key, tangent_of_x4, kernel, stride, padding):
-    """Per window: tied (more than one entry equals ``key``), the tied entry with the
-    largest tangent (index in the input plane), whether that tangent is tied too, and the
-    tangent of x4 (computed by ``tangent_of_x4()`` only when a window ties).
+def _matches(x4, key, kernel, stride, padding) -> torch.Tensor:
+    """Which entries equal their window's ``key``: (n, c, h, w) for disjoint windows (in x4's
+    own memory order: comparing over an unfolded view, or reducing or flattening its window
+    dims, costs 5-50x more; the key repeated along a row, so the compare runs along whole
+    rows), else (n, c, out_h, out_w, kh*kw)."""
+    n, c, oh, ow = key.shape
+    (kh, kw) = kernel
+    if _disjoint(x4, key.shape, kernel, stride, padding):
+        row_key = key.repeat_interleave(kw, -1).view(n, c, oh, 1, ow * kw)
+        return (x4.view(n, c, oh, kh, ow * kw) == row_key).view(x4.shape)
+    return _windows(x4, kernel, stride, padding, float("-inf")) == key[..., None]
 
-    Returns None when no window ties.
-    Disjoint windows are handled by pooling ops in x4's own memory order: comparing over
-    an unfolded view, or reducing or flattening its window dims, costs 5-50x more.
-    """
+
+def _tied_rows(x4, key, kernel, stride, padding) -> torch.Tensor | None:
+    """Per row of x4 (dim 0), whether a window there ties: holds its max (``key``) more than
+    once; None when no window ties."""
+    eq, finite = _matches(x4, key, kernel, stride, padding), key.isfinite()
+    if int(eq.count_nonzero()) == int(finite.count_nonzero()):
+        return None  # each window (not keyed out by NaN) holds its max once
+    n = len(key)  # counted as bytes: a sum of booleans would first convert them to int64
+    return eq.view(torch.uint8).reshape(n, -1).sum(1, dtype=torch.int32) != finite.reshape(n, -1).sum(1)
+
+
+def _pool_choice(x4, key, dx, kernel, stride, padding):
+    """Per window: tied (more than one entry equals ``key``), the tied entry with the
+    largest tangent ``dx`` (index in the input plane), and whether that tangent is tied
+    too. Disjoint windows: by pooling ops in x4's memory order."""
     n, c, oh, ow = key.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    eq = _matches(x4, key, kernel, stride, padding)
     if _disjoint(x4, key.shape, kernel, stride, padding):
-        eq = (x4.view(n, c, oh, kh, ow, kw) == key.view(n, c, oh, 1, ow, 1)).view(x4.shape)
-        if int(eq.count_nonzero()) == int(key.isfinite().count_nonzero()):
-            return None  # each window (not keyed out by NaN) holds its max once
-        tied, dx = _per_window(eq, kernel) > 1.5, tangent_of_x4()
         score = torch.where(eq, dx, float("-inf"))
         best, index = F.max_pool2d_with_indices(score, kernel)  # the first largest tangent
         winners = (score.view(n, c, oh, kh, ow, kw) == best.view(n, c, oh, 1, ow, 1)).view(x4.shape)
-        return tied, index, _per_window(winners, kernel) > 1.5, dx
-    eq = _windows(x4, kernel, stride, padding, float("-inf")) == key[..., None]
-    if int(eq.count_nonzero()) == int(key.isfinite().count_nonzero()):
-        return None
-    tied, dx = eq.sum(-1) > 1, tangent_of_x4()
+        return _per_window(eq, kernel) > 1.5, index, _per_window(winners, kernel) > 1.5
     k, top_tied = _pick(eq, _windows(dx, kernel, stride, padding, 0.0))
     rows = torch.arange(oh, device=x4.device).view(-1, 1) * sh - ph
     cols = torch.arange(ow, device=x4.device).view(1, -1) * sw - pw
-    return tied, (rows + k // kw) * x4.shape[3] + cols + k % kw, top_tied, dx
+    return eq.sum(-1) > 1, (rows + k // kw) * x4.shape[3] + cols + k % kw, top_tied
 
 
 def _max_pool(ctx, op: str, nd: int, args, kwargs):
@@ -486,7 +655,8 @@ def _max_pool(ctx, op: str, nd: int, args, kwargs):
     pool = F.max_pool1d_with_indices if nd == 1 else F.max_pool2d_with_indices
     value, native_index = pool(x, kernel, stride, padding, dilation, ceil_mode, True)
     geometry = _pair(kernel, nd, 1), _pair(stride, nd, 1), _pair(padding, nd, 0)
-    x4 = x if x.ndim == nd + 2 else x.unsqueeze(0)
+    batched = x.ndim == nd + 2
+    x4 = x if batched else x.unsqueeze(0)
     x4 = x4.unsqueeze(2) if nd == 1 else x4
     n, c = x4.shape[:2]
     v4 = value.detach().reshape(n, c, -1, value.shape[-1])
@@ -499,20 +669,41 @@ def _max_pool(ctx, op: str, nd: int, args, kwargs):
         for value_ in flats[1:]:
             on_flat |= v4 == value_
         if exclude is not None:  # a window holding one of the producer's ties is not flat
-            on_flat &= ~_windows(exclude.reshape(x4.shape), *geometry, False).any(-1)
+            rows, mask = exclude
+            if not batched:  # x4's one row
+                rows, mask = rows.new_zeros(1), mask.new_zeros(x.shape).index_copy_(0, rows, mask)
+            held = _windows(mask.reshape(-1, *x4.shape[1:]), *geometry, False).any(-1)
+            on_flat.index_copy_(0, rows, on_flat.index_select(0, rows) & ~held)
         key = v4.masked_fill(on_flat, float("nan"))
         ctx.report.flat[op] += int(on_flat.count_nonzero())
-    choice = _pool_choice(x4.detach(), key, lambda: ctx.tangent(x4), *geometry)
-    if choice is None:
+    native4 = native_index.reshape(v4.shape)
+    tied_rows = _tied_rows(x4.detach(), key, *geometry)
+    if tied_rows is None:
+        ctx.record(value, [x], _pool_tangent(native4, value.shape, batched))
         return (value, native_index) if return_indices else value
-    tied, chosen, top_tied, dx4 = choice
+    rows = ctx.rows(tied_rows) if batched else None
+    take = _taker(rows)
+    dx = ctx.tangent(x, op, rows)
+    tied, chosen, top_tied = _pool_choice(take(x4.detach()), take(key), dx.reshape(-1, *x4.shape[1:]),
+                                          *geometry)
     ctx.report.ties[op] += int(tied.count_nonzero())
     ctx.report.identical[op] += int((tied & top_tied).count_nonzero())
-    index = torch.where(tied, chosen, native_index.reshape(v4.shape))
-    out4 = _PoolSelect.apply(x4, v4, index)
-    ctx.know(out4, dx4.flatten(2).gather(-1, index.flatten(2)).view_as(v4))
-    out = out4.reshape(value.shape)
+    index = torch.where(tied, chosen, take(native4))
+    if rows is not None:
+        index = native4.clone().index_copy_(0, rows, index)
+    out = ctx.resolve(_PoolSelect.apply(x4, v4, index, geometry).reshape(value.shape), [x], [dx],
+                      _pool_tangent(index, value.shape, batched))
     return (out, index.reshape(native_index.shape)) if return_indices else out
+
+
+def _pool_tangent(index: torch.Tensor, shape: torch.Size, batched: bool) -> Callable:
+    """The tangent of a max-pool output: its input's tangent at each window's chosen entry
+    (``index``, (n, c, out_h, out_w) into each input plane)."""
+    def jvp(rows, tangents):
+        idx = _taker(rows)(index)
+        dx = tangents[0].reshape(idx.shape[0], idx.shape[1], -1).gather(-1, idx.flatten(2))
+        return dx.reshape((idx.shape[0], *shape[1:]) if batched else shape)
+    return jvp
 
 
 def _max_pool1d_rule(ctx, args, kwargs):
@@ -530,10 +721,12 @@ def _l1_loss_rule(ctx, args, kwargs):
     reduction = _arg(args, kwargs, 4, "reduction", "mean")
     if _arg(args, kwargs, 5, "weight") is not None:
         return None
-    out = _abs(ctx, x - target)
-    if out is None:
+    diff = ctx.run(torch.sub, x, target)
+    if not _abs(ctx, diff):
+        ctx.pending = None  # no tie: PyTorch's own l1_loss
         return None
-    return {"mean": out.mean, "sum": out.sum, "none": lambda: out}[reduction]()
+    out = ctx.run(torch.abs, diff)
+    return out if reduction == "none" else ctx.run({"mean": torch.mean, "sum": torch.sum}[reduction], out)
 
 
 RULES: dict[Callable, Callable[[_Ctx, tuple, dict], Any]] = {}

@@ -26,15 +26,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from dltheory.autodiff._rules import RULES, UNHANDLED, _Ctx, _Direction, inplace
+from dltheory.autodiff._rules import RULES, UNHANDLED, _arg, _Ctx, _Direction, inplace
+from dltheory.autodiff._tape import _Tape
 from dltheory.autodiff.report import KinkReport, UnhandledKinkError
 from dltheory.errors import UserError
 
 # the calls that consume a graph: the report of the forward before them is complete
 _BACKWARD = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
+# ops that mix the samples of a batch whatever the shapes say (``training`` at position 5)
+_BATCH_STATISTICS = {F.batch_norm, torch.batch_norm}
 
 
 def _any_requires_grad(args, kwargs) -> bool:
@@ -64,6 +68,17 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
     generator : draws the direction ``v`` (a standard Gaussian per leaf tensor, drawn once
         per context); default: a CPU generator seeded with 0.
     direction : ``{id(leaf): tensor}`` fixing ``v`` for some leaves.
+    batch_dim : ``0`` declares that the samples of a batch (dim 0) do not interact: row i
+        of every tensor computed from the batch depends on sample i and the parameters
+        alone (per-sample layers; a loss that reduces by mean or sum). A tie's tangent is
+        then computed on the rows that hold a tie alone, by forward-mode AD through the ops
+        recorded since the last backward, reading the activations kept for the backward;
+        the gradient is the same as without it. Tensors that require no grad are samples
+        when their dim 0 has the batch's size, ``nn.Parameter``s are shared; ``batch_norm``
+        in training mode raises :class:`UserError`. Where the replay cannot follow (rows
+        that meet before the tie, an op run in place or outside the context) the tie gets
+        the whole batch's tangent, counted in ``report.whole_batch``. Default ``None``: the
+        whole batch's tangent at every tie.
 
     Attributes
     ----------
@@ -87,16 +102,20 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
     """
 
     def __init__(self, strict: bool = False, generator: torch.Generator | None = None,
-                 direction: Mapping[int, torch.Tensor] | None = None, *, _others_zero: bool = False):
+                 direction: Mapping[int, torch.Tensor] | None = None, batch_dim: int | None = None,
+                 *, _others_zero: bool = False, _shared: tuple[int, ...] = ()):
         super().__init__()
         if generator is not None and not isinstance(generator, torch.Generator):
             raise UserError("exact_kinks: generator must be a torch.Generator, "
                             f"got {type(generator).__name__}")
+        if batch_dim is not None and (isinstance(batch_dim, bool) or batch_dim != 0):
+            raise UserError(f"exact_kinks: batch_dim must be None or 0 (the samples along the first "
+                            f"dim), got {batch_dim!r}; move the batch to dim 0")
         self.strict = bool(strict)
         if generator is None:  # no global RNG: the same code draws the same v
             generator = torch.Generator().manual_seed(0)
         self._ctx = _Ctx(_Direction(direction, generator, _others_zero), KinkReport(),
-                         WeakIdKeyDictionary())
+                         WeakIdKeyDictionary(), tape=None if batch_dim is None else _Tape(_shared))
         self._past = KinkReport()
         self._after_backward = False
         self._warned: set[str] = set()
@@ -122,12 +141,17 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
 
     def __exit__(self, *exc):
         self._ctx.known = {}  # tangents of this context's ties: not needed after it
+        if self._ctx.tape is not None:
+            self._ctx.tape.clear()
         return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        tape = self._ctx.tape
         if func in _BACKWARD:
             self._after_backward = True
+            if tape is not None:  # the forward's record is of no use to the next one
+                tape.clear()
             return func(*args, **kwargs)
         rule = RULES.get(func)
         if rule is not None:
@@ -137,13 +161,15 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
             out = rule(self._ctx, args, kwargs)
             if out is not None:
                 return self._in_place(args[0], out) if inplace(func, args, kwargs) else out
-            out = func(*args, **kwargs)
-            if self._ctx.pending_flat:
-                self._ctx.mark_flat(out, self._ctx.pending_flat)
-                self._ctx.pending_flat = ()
-            return out
+            return self._ctx.run(func, *args, **kwargs)
         if func in UNHANDLED and torch.is_grad_enabled() and _any_requires_grad(args, kwargs):
             self._unhandled(_name(func))
+        if tape is not None and torch.is_grad_enabled():
+            if func in _BATCH_STATISTICS and _arg(args, kwargs, 5, "training", False) \
+                    and _any_requires_grad(args, kwargs):
+                raise UserError("exact_kinks(batch_dim=0): batch_norm in training mode mixes the "
+                                "samples of a batch; use eval mode or leave batch_dim=None")
+            return self._ctx.run(func, *args, **kwargs)
         return func(*args, **kwargs)
 
     def _in_place(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -152,6 +178,8 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
         flat = self._ctx.flat.get(out)
         if flat is not None:
             self._ctx.mark_flat(x, flat[0], flat[1])
+        if self._ctx.tape is not None:
+            self._ctx.tape.alias(x, out)
         return x
 
     def _unhandled(self, name: str) -> None:
@@ -199,7 +227,8 @@ def _directions(params_names, leaves, direction) -> list[torch.Tensor]:
 
 
 def subgradient(loss: Callable[[Any], torch.Tensor], params, *, direction=None,
-                generator: torch.Generator | None = None, return_report: bool = False):
+                generator: torch.Generator | None = None, batch_dim: int | None = None,
+                return_report: bool = False):
     """An element of the Clarke subdifferential of ``loss`` at ``params``.
 
     Computes ``lim_{ε↓0} ∇loss(params + ε v)`` by the randomized directional chain rule of
@@ -213,6 +242,9 @@ def subgradient(loss: Callable[[Any], torch.Tensor], params, *, direction=None,
     params : a floating-point tensor or a dict of them (not modified).
     direction : same structure as ``params``; the direction v.
     generator : draws v when ``direction`` is None (default: a CPU generator seeded with 0).
+    batch_dim : ``0`` declares that the samples of the batch that ``loss`` reads (dim 0)
+        do not interact: tangents at ties are then computed on the tied samples alone (see
+        :class:`exact_kinks`); the result is the same.
     return_report : also return the :class:`KinkReport` of the evaluation.
 
     Returns
@@ -244,7 +276,7 @@ def subgradient(loss: Callable[[Any], torch.Tensor], params, *, direction=None,
     else:
         dirs = _directions(names, leaves, direction)
     given = {id(leaf): d for leaf, d in zip(leaves, dirs)}
-    mode = exact_kinks(direction=given, _others_zero=True)
+    mode = exact_kinks(direction=given, batch_dim=batch_dim, _others_zero=True, _shared=tuple(given))
     with torch.enable_grad(), mode:
         value = loss(_unflatten(names, leaves))
     if not isinstance(value, torch.Tensor) or value.numel() != 1:

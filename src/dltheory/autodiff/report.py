@@ -38,6 +38,9 @@ class KinkReport:
         needed and the gradient is PyTorch's.
     unhandled : calls of non-smooth ops that have no directional rule (their ties, if any,
         got PyTorch's convention).
+    whole_batch : under ``batch_dim``, calls of a kink op at a tie whose tangent was
+        computed for the whole batch, as the replay on the tied rows could not follow the
+        program there (the gradient is the same; only the cost differs).
 
     References
     ----------
@@ -50,6 +53,7 @@ class KinkReport:
     identical: defaultdict[str, int] = field(default_factory=_counter)
     flat: defaultdict[str, int] = field(default_factory=_counter)
     unhandled: defaultdict[str, int] = field(default_factory=_counter)
+    whole_batch: defaultdict[str, int] = field(default_factory=_counter)
 
     @property
     def certified(self) -> bool:
@@ -63,7 +67,7 @@ class KinkReport:
 
     def merge(self, other: KinkReport) -> None:
         """Add ``other``'s counts to this report."""
-        for name in ("ties", "undetermined", "identical", "flat", "unhandled"):
+        for name in ("ties", "undetermined", "identical", "flat", "unhandled", "whole_batch"):
             mine = getattr(self, name)
             for op, n in getattr(other, name).items():
                 mine[op] += n
@@ -76,7 +80,8 @@ class KinkReport:
         parts = []
         for op in ops:
             bits = [f"{self.ties[op]} ties ({self.undetermined[op]} undetermined)"]
-            bits += [f"{getattr(self, k)[op]} {k}" for k in ("identical", "flat") if getattr(self, k)[op]]
+            bits += [f"{getattr(self, k)[op]} {k.replace('_', ' ')}"
+                     for k in ("identical", "flat", "whole_batch") if getattr(self, k)[op]]
             if self.unhandled[op]:
                 bits.append(f"{self.unhandled[op]} calls without a directional rule")
             parts.append(f"{op}: " + ", ".join(bits))
