@@ -4,7 +4,9 @@ Prints, for an MLP 784-512-512-10 and a CNN (conv-relu-maxpool ×2, linear) on 2
 inputs, fp32, CPU, batch 64/256/1024:
 - time of forward+backward under ``exact_kinks`` divided by plain PyTorch's, on a batch
   without exact ties (the fast path: the gradient is PyTorch's bit for bit) and on a batch
-  forced to hold ties in every ReLU layer (one sample all zeros, biases zeroed);
+  forced to hold ties in every ReLU layer (one sample all zeros, biases zeroed), the latter
+  with tangents of the whole batch (``exact_kinks()``) and of the tied samples alone
+  (``exact_kinks(batch_dim=0)``, side by side);
 - the peak resident memory added by one forward+backward, divided by PyTorch's;
 - how often exact ties occur while training with SGD on a real data set (scikit-learn
   digits, pixels/16 so the background is exactly 0) in fp32 and bfloat16.
@@ -17,6 +19,7 @@ the timings); ``--cuda`` times the same workloads on the GPU (no tie-frequency t
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import statistics
@@ -132,11 +135,13 @@ def _cases():
             net, X, y, tied_net, tied_X = (t.to(DEVICE) for t in (net, X, y, tied_net, tied_X))
             # one context per variant, as around a training loop (v is drawn once)
             fast, tied = exact_kinks(generator=gen), exact_kinks(generator=gen)
+            per_sample = exact_kinks(generator=gen, batch_dim=0)
             yield kind, batch, {
                 "plain": lambda net=net, X=X, y=y: step(net, X, y, nullcontext()),
                 "fast": lambda net=net, X=X, y=y, m=fast: step(net, X, y, m),
                 "plain_tied": lambda net=tied_net, X=tied_X, y=y: step(net, X, y, nullcontext()),
                 "tied": lambda net=tied_net, X=tied_X, y=y, m=tied: step(net, X, y, m),
+                "per_sample": lambda net=tied_net, X=tied_X, y=y, m=per_sample: step(net, X, y, m),
             }
 
 
@@ -151,8 +156,8 @@ def speed_table() -> None:
     print(f"torch {torch.__version__}, {where}; median of {REPEATS} "
           "interleaved repeats; on a shared machine the ratios are noisy\n")
     print("| workload | batch | PyTorch ms | random batch: ratio | forced ties: ratio | "
-          "ties resolved (random / forced) |")
-    print("|---|---|---|---|---|---|")
+          "forced ties, batch_dim=0: ratio | ties resolved (random / forced) |")
+    print("|---|---|---|---|---|---|---|")
     for kind, batch, variants in _cases():
         for fn in variants.values():
             fn()  # warm-up
@@ -163,7 +168,8 @@ def speed_table() -> None:
         med = {k: statistics.median(v) for k, v in times.items()}
         met = [_ties(variants[k]().report) for k in ("fast", "tied")]
         print(f"| {kind} | {batch} | {1e3 * med['plain']:.2f} | {med['fast'] / med['plain']:.2f} | "
-              f"{med['tied'] / med['plain_tied']:.2f} | {met[0]} / {met[1]} |")
+              f"{med['tied'] / med['plain_tied']:.2f} | {med['per_sample'] / med['plain_tied']:.2f} | "
+              f"{met[0]} / {met[1]} |")
     print()
 
 
@@ -171,17 +177,18 @@ def memory_table() -> None:
     print("## Peak memory of one forward+backward, exact_kinks / plain PyTorch\n")
     print("(peak added by the step: CUDA allocator; on the CPU the resident set, glibc returning "
           "every block >= 64 KiB to the OS)\n")
-    print("| workload | batch | PyTorch MiB | no tie: ratio | with ties: ratio |")
-    print("|---|---|---|---|---|")
+    print("| workload | batch | PyTorch MiB | no tie: ratio | with ties: ratio | "
+          "with ties, batch_dim=0: ratio |")
+    print("|---|---|---|---|---|---|")
     for kind, batch, variants in _cases():
         for fn in variants.values():
             fn()
         mem = {k: max(peak_added(fn), 1.0) for k, fn in variants.items()}
         if mem["plain"] < 2**20:  # below a MiB the allocator's reuse decides, not the step
-            print(f"| {kind} | {batch} | < 1 | - | - |")
+            print(f"| {kind} | {batch} | < 1 | - | - | - |")
             continue
         print(f"| {kind} | {batch} | {mem['plain'] / 2**20:.1f} | {mem['fast'] / mem['plain']:.2f} | "
-              f"{mem['tied'] / mem['plain_tied']:.2f} |")
+              f"{mem['tied'] / mem['plain_tied']:.2f} | {mem['per_sample'] / mem['plain_tied']:.2f} |")
     print()
 
 
@@ -233,10 +240,14 @@ def tie_frequency_table(steps: int = 30) -> None:
 
 
 if __name__ == "__main__":
-    # python bench/autodiff.py [--cuda] [--threads N]   (--memory: the child that measures memory)
-    threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--cuda", action="store_true", help="time on the GPU (no tie-frequency table)")
+    parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    threads = args.threads
     torch.set_num_threads(threads)
-    if "--memory" in sys.argv:
+    if args.memory:
         memory_table()
         sys.exit()
     start = time.perf_counter()
