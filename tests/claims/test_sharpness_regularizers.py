@@ -1,7 +1,10 @@
 import pytest
+import torch
 
 from dltheory.claims import Result, Results, get_claim
+from dltheory.claims.sharpness_regularizers import _StackedSensing
 from dltheory.errors import ConfigError
+from dltheory.problems import AsymmetricMatrixSensing
 
 CLAIM = get_claim("sharpness-regularizers")
 SMOKE = CLAIM.sweep("smoke")
@@ -30,6 +33,27 @@ def test_smoke_sensing_regularizers_end_flatter_than_gd_which_misses_the_truth()
     assert runs["trace"]["trace"] < runs["gd"]["trace"] and runs["trace"]["error"] < runs["gd"]["error"]
     assert runs["sam"]["trace"] < runs["gd"]["trace"]
     assert all(r["us_per_step"] > 0 for r in runs.values())
+
+
+@pytest.mark.parametrize("method", ["gd", "trace", "sam"])
+def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit(method):
+    config = _config("sensing", method, steps=100)
+    together = CLAIM.run_batch(config, [0, 1, 2], "cpu")
+    for seed, batched in zip([0, 1, 2], together):
+        alone = CLAIM.run_batch(config, [seed], "cpu")[0]
+        assert _timeless(batched.metrics) == _timeless(alone.metrics), seed
+    assert together[0].metrics != together[1].metrics
+
+
+def test_stacked_sensing_is_the_problems_loss_and_hessian_trace():
+    gens = [torch.Generator().manual_seed(s) for s in range(3)]
+    problems = [AsymmetricMatrixSensing(5, 5, 1, 28, width=5, balance=0.0, generator=g) for g in gens]
+    points = [p.init(g, scale=2.0) for p, g in zip(problems, gens)]
+    L, R = (torch.stack([x[k] for x in points]) for k in ("L", "R"))
+    stacked = _StackedSensing(problems)
+    for measure in ("loss", "hessian_trace"):
+        expected = torch.stack([getattr(p, measure)(x) for p, x in zip(problems, points)])
+        torch.testing.assert_close(getattr(stacked, measure)(L, R), expected, rtol=1e-13, atol=0)
 
 
 def test_runs_are_deterministic_but_for_the_timing():

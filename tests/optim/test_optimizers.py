@@ -287,6 +287,24 @@ def test_sam_step_matches_closed_form_on_quadratic():
     assert torch.allclose(_one_step(SAM, loss, w0, lr=0.1, rho=0.05), expected, atol=1e-15)
 
 
+def test_batched_sam_steps_each_slice_as_its_own_sam():
+    # three points of one quadratic stacked along the first axis, each its own problem
+    _, _, loss = _quadratic()
+    W0 = torch.randn(3, 5, generator=_gen(17), dtype=DTYPE)
+    stacked = W0.clone().requires_grad_()
+    opt = SAM([stacked], lr=0.1, rho=0.05, batched=True)
+
+    def closure():
+        opt.zero_grad()
+        value = sum(loss(w) for w in stacked)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    for w0, w1 in zip(W0, stacked.detach()):
+        assert torch.allclose(w1, _one_step(SAM, loss, w0, lr=0.1, rho=0.05), atol=1e-15)
+
+
 def test_label_noise_gradient_is_clean_gradient_plus_linear_noise_term():
     g = _gen(15)
     X = torch.randn(8, 3, generator=g, dtype=DTYPE)
@@ -311,6 +329,7 @@ def _w():
     (lambda: NoisyGD(_w(), lr=0.1, beta=0.0, generator=_gen()), "0.0"),
     (lambda: NoisyGD(_w(), lr=0.1, beta=1.0, generator=None), "None"),
     (lambda: SAM(_w(), lr=0.1, rho=-0.1), "-0.1"),
+    (lambda: SAM([torch.zeros(2, 3), torch.zeros(3)], lr=0.1, batched=True), "(2, 3), (3,)"),
     (lambda: SteepestDescent(_w(), lr=0.1, norm="l3"), "l3"),
     (lambda: SteepestDescent(_w(), lr=0.1, norm=0.5), "0.5"),
     (lambda: SteepestDescent([{"params": _w()}, {"params": _w()}], lr=0.1), "single parameter group"),

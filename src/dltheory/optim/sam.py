@@ -24,6 +24,9 @@ class SAM(Optimizer):
     params : iterable of tensors or parameter groups.
     lr : step size η ≥ 0.
     rho : neighbourhood radius ρ ≥ 0 (ρ = 0 is :class:`GD`).
+    batched : the parameters stack independent models along their first axis (seed-batched
+        models, :mod:`dltheory.models`; the closure returns the sum of their losses): each
+        slice gets its own ``ε̂ = ρ ∇L_s/‖∇L_s‖₂``, the norm over that slice of every parameter.
 
     References
     ----------
@@ -31,25 +34,38 @@ class SAM(Optimizer):
     generalization", ICLR 2021.
     """
 
-    def __init__(self, params, lr: float, rho: float = 0.05):
+    def __init__(self, params, lr: float, rho: float = 0.05, *, batched: bool = False):
         _check_nonnegative("learning rate", lr)
         _check_nonnegative("rho", rho)
+        if not isinstance(batched, bool):
+            raise ValueError(f"Invalid batched: {batched!r} (True or False)")
         super().__init__(params, dict(lr=lr, rho=rho))
+        self.batched = batched
+        if batched:
+            shapes = [tuple(p.shape) for group in self.param_groups for p in group["params"]]
+            if any(not s for s in shapes) or len({s[0] for s in shapes}) > 1:
+                raise ValueError(f"Invalid parameter shapes for batched=True: {shapes} (every "
+                                 f"parameter needs the same leading, batch, size)")
 
     @torch.no_grad()
     def step(self, closure=None):
         """One SAM step; returns the loss at ``w_t`` (the closure is required)."""
         _require_closure(closure, "SAM")
         loss = _evaluate(closure)
-        grad_norm = torch.linalg.vector_norm(
-            _flat_grad([p for group in self.param_groups for p in group["params"]])
-        )
+        params = [p for group in self.param_groups for p in group["params"]]
+        if self.batched:  # one norm per slice of the leading axis
+            grad_norm = torch.linalg.vector_norm(torch.cat([
+                (p.grad if p.grad is not None else torch.zeros_like(p)).flatten(1) for p in params
+            ], 1), dim=1)
+        else:
+            grad_norm = torch.linalg.vector_norm(_flat_grad(params))
         perturbations = []
         for group in self.param_groups:
             # at a stationary point the ascent direction is undefined: no perturbation
-            scale = group["rho"] / grad_norm if grad_norm > 0 else 0.0
+            scale = torch.where(grad_norm > 0, group["rho"] / grad_norm, 0.0)
             for p in group["params"]:
-                eps = p.grad * scale if p.grad is not None else torch.zeros_like(p)
+                p_scale = scale.view(-1, *[1] * (p.dim() - 1)) if self.batched else scale
+                eps = p.grad * p_scale if p.grad is not None else torch.zeros_like(p)
                 p.add_(eps)
                 perturbations.append(eps)
         _evaluate(closure)
