@@ -124,8 +124,24 @@ def _load_claim(module: str) -> Any:
     return importlib.import_module(module).CLAIM
 
 
-def _worker_init(threads: int) -> None:
+def limit_threads(threads: int) -> None:
+    """Hold this process to ``threads`` threads: torch's intra-op pool and the BLAS pools.
+
+    numpy and scipy each bundle an OpenBLAS that starts a thread per core regardless of
+    torch's setting; with worker processes sharing the cores and the tiny matrices of many
+    claims, those threads spin against each other (regularized-ce-max-margin: 81 s with two
+    workers on two cores, 10 s with this limit).
+    """
+    import numpy  # noqa: F401 — load both BLAS libraries so that the limit reaches them
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
+def _worker_init(threads: int) -> None:
+    limit_threads(threads)
 
 
 def _worker_run(module: str, config: Mapping[str, Any], seeds: Sequence[int], profile: str,

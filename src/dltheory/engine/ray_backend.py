@@ -51,16 +51,23 @@ def _connect(address: str | None, workers: int | None) -> None:
                           f"{' '.join(str(e).split())[:200]}") from None
 
 
+def _task(module: str, config: Mapping[str, Any], seeds: Sequence[int], profile: str, device: str,
+          version: str) -> list[RunRow]:
+    """One group of seeds on a Ray worker, held to the one CPU the task asked for."""
+    from dltheory.engine.execute import _worker_run, limit_threads
+
+    limit_threads(1)
+    return _worker_run(module, config, seeds, profile, device, version)
+
+
 def run_ray(claim: Any, sweep: Sweep, tasks: Sequence[tuple[Mapping[str, Any], list[int]]],
             device: str, version: str, workers: int | None,
             record: Callable[[list[RunRow]], None], address: str | None) -> None:
     """Submit every task to Ray and record each group's rows as it comes back."""
-    from dltheory.engine.execute import _worker_run
-
     ray = _ray()
     _connect(address, workers)
     gpus = 1 if device.startswith("cuda") else 0
-    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=MAX_RETRIES)(_worker_run)
+    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=MAX_RETRIES)(_task)
     module = type(claim).__module__
     pending = {remote.remote(module, dict(config), list(seeds), sweep.profile, device, version):
                (config, seeds) for config, seeds in tasks}
