@@ -26,9 +26,12 @@ def test_loglog_slope_recovers_a_power_law():
 
 @pytest.mark.parametrize("scaling", ["ntk", "mean-field"])
 def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit(scaling):
-    config = {**SHORT, "scaling": scaling}
-    together = CLAIM.run_batch(config, [0, 1, 2], "cpu")
-    for seed, batched in zip([0, 1, 2], together):
+    # 17 seeds: past the SIMD width of AVX-512 floats and doubles, where batch-size-dependent
+    # kernels (a batched GEMV) changed rounding; 3 seeds missed it
+    config = {**CLAIM.sweep("smoke").configs[0], "scaling": scaling}
+    seeds = list(range(17))
+    together = CLAIM.run_batch(config, seeds, "cpu")
+    for seed, batched in zip(seeds, together):
         alone = CLAIM.run_batch(config, [seed], "cpu")[0]
         assert batched.metrics == alone.metrics and batched.curves == alone.curves
 

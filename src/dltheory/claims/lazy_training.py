@@ -190,7 +190,7 @@ class LazyTraining(Claim):
         def measure() -> None:
             W64 = W.double()
             h = torch.matmul(X64, W64.mT)
-            r = scale * torch.matmul(torch.relu(h), a64[..., None])[..., 0] - y64
+            r = scale * (torch.relu(h) * a64[:, None, :]).sum(-1) - y64  # no batched GEMV
             loss_rows.append(0.5 * (r ** 2).sum(1))
             H = empirical_gram(X64, W64)
             lam_rows.append(torch.linalg.eigvalsh(H)[:, 0] / lam0)
