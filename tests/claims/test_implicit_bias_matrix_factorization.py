@@ -81,3 +81,20 @@ def test_configs_where_min_nuclear_norm_is_not_the_truth_are_reported_not_judged
 def test_bad_configs_raise_a_user_error(bad):
     with pytest.raises(UserError):
         CLAIM.validate({**SMOKE, **bad})
+
+
+def test_closed_form_sharpness_is_the_dense_hessians_largest_eigenvalue():
+    from dltheory.claims.implicit_bias_matrix_factorization import _sharpness
+
+    g = torch.Generator().manual_seed(0)
+    for n, k, m in ((5, 5, 12), (6, 3, 20)):
+        S = torch.randn(m, n, n, generator=g, dtype=torch.float64)  # not symmetric
+        y = torch.randn(m, generator=g, dtype=torch.float64)
+        U = torch.randn(n, k, generator=g, dtype=torch.float64)
+
+        def f(u, S=S, y=y, n=n, k=k):
+            V = u.reshape(n, k)
+            return 0.5 * ((torch.einsum("mij,ij->m", S, V @ V.mT) - y) ** 2).mean()
+
+        dense = float(torch.linalg.eigvalsh(torch.func.hessian(f)(U.reshape(-1))).max())
+        assert _sharpness(S, y, U) == pytest.approx(dense, rel=1e-12)
