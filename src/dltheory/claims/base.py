@@ -117,6 +117,8 @@ class Claim:
         A batched claim must give every seed exactly the numbers it gets alone
         (``run_batch(c, seeds)[i] == run_batch(c, [seeds[i]])[0]``, bit for bit on CPU): the
         engine may split seeds across workers, and resuming may rerun only some of them.
+    timings : names of metrics that are wall-clock measurements: never equal twice, so left
+        out wherever runs are compared number for number.
     """
 
     id: str = ""
@@ -125,6 +127,7 @@ class Claim:
     statement: str = ""
     criterion: str = ""
     batched: bool = False
+    timings: frozenset[str] = frozenset()
 
     # -- setup ---------------------------------------------------------------------
     def sweep(self, profile: str) -> Sweep:

@@ -90,9 +90,16 @@ def measurements(problem: str, n: int, regime: str) -> int:
     return r * (2 * n - r) if problem == "asymmetric-sensing" else r * n
 
 
-def _build(problem: str, n: int, m: int, generator: torch.Generator, regime: str):
+def _build(problem: str, n: int, regime: str, generator: torch.Generator):
+    """The instance and its measurement count (robust PCA: the uncorrupted entries)."""
     if problem == "robust-pca":
-        return FactoredRobustPCA(n, n, 1, _CORRUPTION[regime], generator=generator)
+        instance = FactoredRobustPCA(n, n, 1, _CORRUPTION[regime], generator=generator)
+        return instance, int((instance.S_star == 0).sum())
+    m = measurements(problem, n, regime)
+    return _sensing(problem, n, m, generator), m
+
+
+def _sensing(problem: str, n: int, m: int, generator: torch.Generator):
     if problem == "matrix-sensing":
         return MatrixSensing(n, 1, m, width=n, generator=generator)
     if problem == "asymmetric-sensing":
@@ -158,12 +165,7 @@ class FlatMinimaRecovery(Claim):
 
     def _run(self, config: Mapping[str, Any], seed: int, device: str) -> Outcome:
         gen = self.generator(config, seed)
-        robust = config["problem"] == "robust-pca"
-        # robust PCA observes every entry; "m" is then the number of uncorrupted ones
-        m = measurements(config["problem"], config["n"], config["regime"]) if not robust else None
-        problem = _build(config["problem"], config["n"], m, gen, config["regime"])
-        if robust:
-            m = int((problem.S_star == 0).sum())
+        problem, m = _build(config["problem"], config["n"], config["regime"], gen)
         zero = torch.zeros_like(problem.init(gen)) if not isinstance(problem.ground_truth, dict) \
             else {k: torch.zeros_like(v) for k, v in problem.ground_truth.items()}
         loss0 = float(problem.loss(zero))
@@ -179,7 +181,8 @@ class FlatMinimaRecovery(Claim):
             "flat_trace": float(problem.hessian_trace(flat)),
             "truth_trace": float(problem.hessian_trace(problem.ground_truth)),
         }
-        if robust:  # the flattest interpolant is the PCP split: check it against cvxpy
+        if config["problem"] == "robust-pca" and config["regime"] == "recover":
+            # the flattest interpolant is the PCP split: check it against cvxpy
             pcp = principal_component_pursuit(problem.M, problem.weight).X
             X = problem.low_rank(flat).detach().cpu().numpy()
             metrics["pcp_gap"] = float(np.linalg.norm(X - pcp) / np.linalg.norm(pcp))

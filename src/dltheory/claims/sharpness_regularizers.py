@@ -50,6 +50,7 @@ from dltheory.errors import ConfigError
 from dltheory.measure import ModelLoss, hessian_trace
 from dltheory.optim import GD, SAM
 from dltheory.problems import AsymmetricMatrixSensing
+from dltheory.problems.sensing import bilinear_residuals, bilinear_trace
 
 _TASKS = ("sensing", "digits")
 _METHODS = ("gd", "trace", "sam")
@@ -85,6 +86,7 @@ class SharpnessRegularizers(Claim):
         f"and SAM each end with a smaller Hessian trace than GD and a test error no higher than GD's. "
         f"Wall time per step is reported (never judged).")
     batched = True
+    timings = frozenset({"us_per_step"})
 
     # -- setup -----------------------------------------------------------------------
     def sweep(self, profile: str) -> Sweep:
@@ -212,23 +214,22 @@ class _StackedSensing:
     """The loss and Hessian trace of S :class:`AsymmetricMatrixSensing` instances (balance 0,
     as this claim poses them) at factors ``L``, ``R`` stacked as (S, n, k): one value each.
 
-    The problem's formulas, written with broadcast products and sums over contiguous axes:
-    ``⟨A_i, LRᵀ⟩`` by ``einsum`` is a BLAS matrix–vector product, whose kernel — and
-    rounding — changes with the batch size, so a seed would not get the numbers it gets alone.
+    The problem's own formulas (:func:`~dltheory.problems.sensing.bilinear_residuals`,
+    :func:`~dltheory.problems.sensing.bilinear_trace`) on the instances' data stacked.
     """
 
     def __init__(self, problems: Sequence[AsymmetricMatrixSensing]):
-        A = torch.stack([p.A for p in problems])  # (S, m, n1, n2)
-        self.A, self.y = A.flatten(-2), torch.stack([p.y for p in problems])
-        # D_L = (1/m) Σ A_iA_iᵀ, D_R = (1/m) Σ A_iᵀA_i (Ding et al. 2024, Lemma 3.1)
-        self.left, self.right = (A @ A.mT).mean(1), (A.mT @ A).mean(1)
+        self.A = torch.stack([p._A_flat for p in problems])  # (S, m, n1·n2)
+        self.y = torch.stack([p.y for p in problems])
+        # each instance's D_L = (1/m) Σ A_iA_iᵀ and D_R = (1/m) Σ A_iᵀA_i, stacked
+        self.left = torch.stack([p._left_curvature for p in problems])
+        self.right = torch.stack([p._right_curvature for p in problems])
 
     def loss(self, L: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        residuals = (self.A * (L @ R.mT).flatten(-2)[:, None]).sum(-1) - self.y
-        return 0.5 * (residuals ** 2).mean(-1)
+        return 0.5 * (bilinear_residuals(self.A, self.y, L, R) ** 2).mean(-1)
 
     def hessian_trace(self, L: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        return (self.left * (L @ L.mT)).sum((-2, -1)) + (self.right * (R @ R.mT)).sum((-2, -1))
+        return bilinear_trace(self.left, self.right, L, R)
 
 
 def _sensing(config, gens, device) -> list[Outcome]:

@@ -116,7 +116,8 @@ class FactoredRobustPCA(Problem):
 
     def residuals(self, params) -> torch.Tensor:
         """``vec(LRᵀ + c·P⊙Q − M)``: the loss is ``½·mean(r²)``."""
-        return (self.low_rank(params) + self.sparse(params) - self.M).reshape(-1)
+        L, R, P, Q = self._parts(params)
+        return (L @ R.mT + self.c * P * Q - self.M).reshape(-1)
 
     def loss(self, params):
         return 0.5 * (self.residuals(params) ** 2).mean()

@@ -198,6 +198,23 @@ class QuadraticNetwork(CovarianceEstimation):
         return U.mT
 
 
+def bilinear_residuals(A_flat: torch.Tensor, y: torch.Tensor, L: torch.Tensor,
+                       R: torch.Tensor) -> torch.Tensor:
+    """``⟨A_i, LRᵀ⟩ − y_i`` with ``A_flat`` (…, m, n1·n2); any leading (seed) axes broadcast.
+
+    A product and a sum over the contiguous last axis, not ``einsum``: that is a BLAS
+    matrix–vector product whose kernel, and rounding, changes with the number of stacked
+    seeds, so a seed would not get the numbers it gets alone.
+    """
+    return (A_flat * (L @ R.mT).flatten(-2).unsqueeze(-2)).sum(-1) - y
+
+
+def bilinear_trace(left: torch.Tensor, right: torch.Tensor, L: torch.Tensor,
+                   R: torch.Tensor) -> torch.Tensor:
+    """``⟨D_L, LLᵀ⟩ + ⟨D_R, RRᵀ⟩``: the data term of the bilinear Hessian trace (any leading axes)."""
+    return (left * (L @ L.mT)).sum((-2, -1)) + (right * (R @ R.mT)).sum((-2, -1))
+
+
 class AsymmetricMatrixSensing(Problem):
     r"""Bilinear (asymmetric) matrix sensing with Gaussian measurements, factored as LRᵀ.
 
@@ -255,7 +272,7 @@ class AsymmetricMatrixSensing(Problem):
     def residuals(self, params) -> torch.Tensor:
         """``r_i = ⟨A_i, LRᵀ⟩ − y_i``: the data term of the loss is ``½·mean(r²)``."""
         L, R = self._factors(params)
-        return torch.einsum("mij,ij->m", self.A, L @ R.mT) - self.y
+        return bilinear_residuals(self._A_flat, self.y, L, R)
 
     def loss(self, params):
         L, R = self._factors(params)
@@ -279,12 +296,16 @@ class AsymmetricMatrixSensing(Problem):
         recovery", Information and Inference 2024, Lemma 3.1, Theorem 3.2.
         """
         L, R = self._factors(params)
-        data = ((self._left_curvature * (L @ L.mT)).sum() + (self._right_curvature * (R @ R.mT)).sum())
+        data = bilinear_trace(self._left_curvature, self._right_curvature, L, R)
         if self.balance == 0:
             return data
         gap = torch.diagonal(L.mT @ L - R.mT @ R).sum()
         return data + self.balance * (4 * (self.width + 1) * ((L ** 2).sum() + (R ** 2).sum())
                                       + 4 * (self.n1 - self.n2) * gap)
+
+    @cached_property
+    def _A_flat(self) -> torch.Tensor:
+        return self.A.flatten(-2)
 
     @cached_property
     def _left_curvature(self) -> torch.Tensor:

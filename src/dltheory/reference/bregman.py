@@ -24,13 +24,13 @@ Ghai, Hazan, Singer, "Exponentiated gradient meets gradient descent", ALT 2020 (
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from dltheory.errors import ShapeError, SolverError
+from dltheory.reference._solve import solve
 
 POTENTIALS = ("entropy", "l2", "lp", "hypentropy")
 
@@ -224,18 +224,9 @@ def min_bregman_interpolation(X, y, w0, potential: str = "entropy", *, p: float 
     theta0 = psi.mirror_map(w0)
     nu = cp.Variable(X.shape[0])
     problem = cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu)))
-    try:
-        # "optimal_inaccurate" warnings are moot: the certificate below decides.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    except cp.error.SolverError as e:
-        raise SolverError(f"min_bregman_interpolation: the solver failed ({e})") from None
-    if problem.status in ("unbounded", "unbounded_inaccurate", "infeasible", "infeasible_inaccurate"):
-        raise SolverError(f"min_bregman_interpolation: no solution of Xw = y lies in the domain of "
-                          f"the {psi.name} potential (the dual is {problem.status})")
-    if nu.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"min_bregman_interpolation: the solver returned status {problem.status}")
+    solve(problem, "min_bregman_interpolation", nu,
+          infeasible=f"no solution of Xw = y lies in the domain of the {psi.name} potential "
+                     "(the dual is {status})")
     nu_val = _polish(psi, X, y, theta0, np.asarray(nu.value, dtype=float))
     w = psi.inverse_mirror_map(theta0 + X.T @ nu_val)
     divergence = psi.value(w) - psi.value(w0) - float(theta0 @ (w - w0))

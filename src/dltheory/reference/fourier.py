@@ -21,11 +21,10 @@ convolutional networks", NeurIPS 2018.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from dltheory.errors import SolverError
+from dltheory.reference._solve import solve
 from dltheory.reference.svm import MaxMarginSolution, _as_numpy
 
 
@@ -70,16 +69,8 @@ def fourier_max_margin(X, y, *, tol: float = 1e-6) -> MaxMarginSolution:
     constraint = Z @ beta >= 1
     modulus = cp.norm(cp.vstack([cos @ beta, sin @ beta]), 2, axis=0)  # |β̂_k|, k = 0..d−1
     problem = cp.Problem(cp.Minimize(cp.sum(modulus)), [constraint])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    except cp.error.SolverError as e:
-        raise SolverError(f"fourier_max_margin: the solver failed ({e})") from None
-    if problem.status in ("infeasible", "infeasible_inaccurate"):
-        raise SolverError("fourier_max_margin: the data are not linearly separable (through 0)")
-    if beta.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"fourier_max_margin: the solver returned status {problem.status}")
+    solve(problem, "fourier_max_margin", beta,
+          infeasible="the data are not linearly separable (through 0)")
     b = np.asarray(beta.value, dtype=float)
     norm = fourier_l1(b)
     alpha = np.maximum(np.asarray(constraint.dual_value, dtype=float), 0.0)

@@ -24,7 +24,6 @@ Ji, Telgarsky, "Directional convergence and alignment in deep learning", NeurIPS
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from dltheory.errors import ShapeError, SolverError
+from dltheory.reference._solve import solve
 
 
 @dataclass(frozen=True)
@@ -134,14 +134,7 @@ def homogeneous_kkt_residual(f: Callable, params, X, y, *, degree: int,
     objective = (cp.norm(th - G.T @ lam) / np.sqrt(norm2)
                  + degree * ((q_t - 1.0) @ lam) / norm2)
     problem = cp.Problem(cp.Minimize(objective))
-    try:
-        with warnings.catch_warnings():  # the recomputation below decides, not the status
-            warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    except cp.error.SolverError as e:
-        raise SolverError(f"homogeneous_kkt_residual: the solver failed ({e})") from None
-    if lam.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"homogeneous_kkt_residual: the solver returned status {problem.status}")
+    solve(problem, "homogeneous_kkt_residual", lam)  # the recomputation below decides
     lam_val = np.maximum(np.asarray(lam.value, dtype=float), 0.0)
     stationarity = float(np.linalg.norm(th - G.T @ lam_val) / np.sqrt(norm2))
     complementarity = degree * float((q_t - 1.0) @ lam_val) / norm2

@@ -25,13 +25,13 @@ networks with quadratic activations", COLT 2018.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from dltheory.errors import ConfigError, ShapeError, SolverError
+from dltheory.reference._solve import solve
 
 
 @dataclass(frozen=True)
@@ -141,18 +141,8 @@ def _solve(shape, measure, y, psd: bool, tol: float, *, adjoint) -> NuclearNormS
     constraint = measure(M) == y
     objective = cp.trace(M) if psd else cp.normNuc(M)
     problem = cp.Problem(cp.Minimize(objective), [constraint])
-    try:
-        # "optimal_inaccurate" warnings are moot: the certificate below decides.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    except cp.error.SolverError as e:
-        raise SolverError(f"min_nuclear_norm: the solver failed ({e})") from None
-    if problem.status in ("infeasible", "infeasible_inaccurate"):
-        raise SolverError("min_nuclear_norm: no matrix meets the measurements"
-                          + (" (with M PSD)" if psd else ""))
-    if M.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"min_nuclear_norm: the solver returned status {problem.status}")
+    solve(problem, "min_nuclear_norm", M,
+          infeasible="no matrix meets the measurements" + (" (with M PSD)" if psd else ""))
     M_val = np.asarray(M.value, dtype=float)
     if psd:
         M_val = 0.5 * (M_val + M_val.T)
@@ -229,20 +219,11 @@ def principal_component_pursuit(M, weight: float, *, tol: float = 1e-6) -> PCPSo
     X, S = cp.Variable(M.shape), cp.Variable(M.shape)
     constraint = X + S == M
     problem = cp.Problem(cp.Minimize(cp.normNuc(X) + weight * cp.sum(cp.abs(S))), [constraint])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    except cp.error.SolverError as e:
-        raise SolverError(f"principal_component_pursuit: the solver failed ({e})") from None
-    if X.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"principal_component_pursuit: the solver returned status {problem.status}")
+    solve(problem, "principal_component_pursuit", X)
     X_val = np.asarray(X.value, dtype=float)
     S_val = M - X_val  # exact feasibility; the solver's S differs by its feasibility tolerance
     objective = float(np.linalg.svd(X_val, compute_uv=False).sum() + weight * np.abs(S_val).sum())
     Y = -np.asarray(constraint.dual_value, dtype=float)  # L = obj − ⟨Y, X + S − M⟩, as in _solve
-    if float((Y * M).sum()) < 0:  # the multiplier's sign convention, decided by the data
-        Y = -Y
     violation = max(float(np.linalg.norm(Y, 2)) - 1.0, float(np.abs(Y).max()) / weight - 1.0, 0.0)
     gap = (objective - float((Y * M).sum())) / max(objective, 1e-300)
     if max(violation, abs(gap)) > tol:

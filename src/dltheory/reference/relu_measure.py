@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from dltheory.errors import ShapeError, SolverError
+from dltheory.reference._solve import solve
 from dltheory.reference.svm import max_margin
 
 
@@ -144,12 +145,7 @@ def relu_lasso(X, y, lam: float, n_directions: int = 720, *, tol: float = 1e-6) 
     Phi, angles = relu_dictionary(X, n_directions)
     c = cp.Variable(n_directions)
     problem = cp.Problem(cp.Minimize(cp.sum_squares(Phi @ c - y) / (2 * n) + lam * cp.norm1(c)))
-    try:
-        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
-    except cp.error.SolverError as e:
-        raise SolverError(f"relu_lasso: the solver failed ({e})") from None
-    if c.value is None:
-        raise SolverError(f"relu_lasso: the solver returned status {problem.status}")
+    solve(problem, "relu_lasso", c, tol=1e-12)
     coef = np.asarray(c.value, float)
     r = y - Phi @ coef
     objective = float(r @ r / (2 * n) + lam * np.abs(coef).sum())

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dltheory.errors import ShapeError, SolverError
+from dltheory.reference._solve import solve
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,6 @@ def max_margin(X, y, norm: float = 2.0, *, tol: float = 1e-6) -> MaxMarginSoluti
     >>> np.round(sol.w, 6).tolist(), round(sol.margin, 6)
     ([1.0, 0.0], 1.0)
     """
-    import cvxpy as cp
 
     X, y = _as_numpy(X, y)
     p = float(norm)
@@ -122,16 +122,7 @@ def max_margin(X, y, norm: float = 2.0, *, tol: float = 1e-6) -> MaxMarginSoluti
     Z = y[:, None] * X
     problem, Z_param, w, constraint = _problem(n, d, p)
     Z_param.value = Z
-    try:
-        # Clarabel (interior point) to tight tolerances: OSQP's first-order answers miss the
-        # KKT check by 1e-5 on ordinary data.
-        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    except cp.error.SolverError as e:
-        raise SolverError(f"max_margin: the solver failed ({e})") from None
-    if problem.status in ("infeasible", "infeasible_inaccurate"):
-        raise SolverError("max_margin: the data are not linearly separable (through the origin)")
-    if w.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"max_margin: the solver returned status {problem.status}")
+    solve(problem, "max_margin", w, infeasible="the data are not linearly separable (through the origin)")
     w_val = np.asarray(w.value, dtype=float)
     w_norm = float(np.linalg.norm(w_val, ord=p))
     alpha = np.maximum(np.asarray(constraint.dual_value, dtype=float), 0.0)

@@ -1,0 +1,32 @@
+"""The one way the reference solvers call cvxpy: Clarabel, tight tolerances, one-line errors."""
+
+from __future__ import annotations
+
+import warnings
+
+from dltheory.errors import SolverError
+
+_INFEASIBLE = ("infeasible", "infeasible_inaccurate", "unbounded", "unbounded_inaccurate")
+
+
+def solve(problem, name: str, variable, *, infeasible: str | None = None, tol: float = 1e-10) -> None:
+    """Solve ``problem`` by Clarabel (interior point) to ``tol``; raise a one-line SolverError.
+
+    OSQP's and SCS's first-order answers miss the certificates the callers check by 1e-5 on
+    ordinary data. "optimal_inaccurate" warnings are silenced: each caller checks its answer
+    (a dual certificate, a KKT residual) and that check decides. ``infeasible`` is the
+    message for an infeasible or unbounded status (``{status}`` is filled in); ``name`` the
+    caller's name for the other messages.
+    """
+    import cvxpy as cp
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            problem.solve(solver=cp.CLARABEL, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol)
+    except cp.error.SolverError as e:
+        raise SolverError(f"{name}: the solver failed ({e})") from None
+    if infeasible is not None and problem.status in _INFEASIBLE:
+        raise SolverError(f"{name}: {infeasible.format(status=problem.status)}")
+    if variable.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
+        raise SolverError(f"{name}: the solver returned status {problem.status}")
