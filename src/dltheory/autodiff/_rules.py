@@ -11,13 +11,14 @@ derivative ``du = J_u · v`` of the op's argument ``u`` (Kakade & Lee 2018, the
 randomized chain rule): relu at 0 → slope 1 if ``du > 0``, else 0; a max with ties → the
 tied entry with the largest ``du``; abs at 0 → ``sign(du)``.
 
-``du`` is computed only where a tie occurs, from the autograd graph recorded so far, by
-two vector-Jacobian products (``du = ∂/∂w ⟨J_uᵀ w, v⟩``): no tangent travels through the
-tie-free part of the program, and later ties see earlier choices through the graph, as the
-chain rule requires. Under ``batch_dim`` (samples that do not interact) it is computed on
-the rows that hold a tie alone, by :mod:`dltheory.autodiff._tape`, and the rules choose
-their pieces on those rows alone; every rule therefore also says how its output's tangent
-follows from its inputs' (``jvp``), so that later ties can replay it.
+``du`` is computed only where a tie occurs, by replaying the recorded forward pass under
+forward-mode AD (:mod:`dltheory.autodiff._tape`): no tangent travels through the tie-free
+part of the program, and later ties see earlier choices, as the chain rule requires; every
+rule therefore also says how its output's tangent follows from its inputs' (``jvp``), so
+that later ties replay it. Under ``batch_dim`` (samples that do not interact) the replay
+runs on the rows that hold a tie alone, and the rules choose their pieces on those rows
+alone. Where the replay cannot follow (an op run in place or outside the context), ``du``
+comes from the autograd graph by two vector-Jacobian products (``du = ∂/∂w ⟨J_uᵀ w, v⟩``).
 
 References
 ----------
@@ -115,38 +116,44 @@ def _tangent(u: torch.Tensor, direction: _Direction, known: dict) -> torch.Tenso
 
 @dataclass
 class _Ctx:
-    """What a rule may use: the direction, the report, which tensors are flat, and (under
-    ``batch_dim``) the tape that computes tangents on the tied rows alone."""
+    """What a rule may use: the direction, the report, which tensors are flat, and the tape
+    that replays the forward pass for tangents (under ``batch_dim``, on the tied rows alone)."""
 
     direction: _Direction
     report: KinkReport
     # tensor -> (values where the op that made it is flat, entries excluded, its version)
     # the entries excluded as (rows, their mask on those rows): the rows that hold a tie
     flat: WeakIdKeyDictionary
-    # grad_fn of the output of a resolved tie -> (that output, its tangent); whole batch only
+    # grad_fn of the output of a resolved tie -> (that output, its tangent); no tape only
     known: dict = field(default_factory=dict)
     tape: _Tape | None = None
     # what a piecewise-linear rule decided, for ``run`` to attach to the native op's output
     pending: _Piece | None = None
 
     def rows(self, need: torch.Tensor) -> torch.Tensor | None:
-        """Under ``batch_dim``: the rows (indices into dim 0) where ``need`` holds an entry,
-        the only ones whose tangents a rule computes; else None (all rows)."""
+        """The rows (indices into dim 0) where ``need`` holds an entry: a rule chooses its
+        pieces on these rows alone (and under ``batch_dim`` computes its tangents there
+        alone); None for a 0-d ``need`` (all of it)."""
         if self.tape is None or need.ndim == 0:
             return None
         return _rows_with(need)
 
     def tangent(self, u: torch.Tensor, op: str, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """``J_u · v`` on ``rows`` of u (None: all): by the tape under ``batch_dim``, else (or
-        where the tape cannot follow u) from the whole batch's graph."""
+        """``J_u · v`` on ``rows`` of u (None: all): by the tape's replay (under ``batch_dim``
+        on those rows alone, else on all of u), or where it cannot follow u, from the whole
+        batch's autograd graph (two VJPs)."""
         if not u.requires_grad:
             return torch.zeros_like(u if rows is None else u.index_select(0, rows))
+        du = None
         if self.tape is not None:
-            du = self.tape.tangent(u, rows, self.direction)
-            if du is not None:
+            per_sample = self.tape.per_sample
+            du = self.tape.tangent(u, rows if per_sample else None, self.direction)
+            if du is not None and (per_sample or rows is None):
                 return du
-            self.report.whole_batch[op] += 1
-        du = _tangent(u, self.direction, self.known)
+            if du is None and per_sample:
+                self.report.whole_batch[op] += 1
+        if du is None:
+            du = _tangent(u, self.direction, self.known)
         return du if rows is None else du.index_select(0, rows)
 
     def resolve(self, out: torch.Tensor, inputs: Sequence, tangents: Sequence[torch.Tensor],
@@ -281,16 +288,24 @@ def _entries(t: torch.Tensor) -> torch.Tensor:
 def _piecewise_tangent(src: torch.Tensor, slope: Callable, ties) -> Callable:
     """Tangent of a piecewise-linear op's output: the slope read off ``src`` times x's
     tangent, with the chosen slopes at the ties."""
-    def jvp(rows, tangents):
-        s = slope(_taker(rows)(src.detach())).to(tangents[0].dtype)
+    def jvp(rows, tangents, overwrite: bool = False):
+        # the slope as it comes (a mask for relu), not a float copy; with ``overwrite`` the
+        # input's tangent becomes the output's (the tape lets it go)
+        dx, index, at_ties = tangents[0], None, None
         if ties is not None:
             coords, chosen, found_rows, local = ties
             if found_rows is not None and rows is not None and torch.equal(rows, found_rows):
                 coords = local  # the rows the ties were found on: no renumbering
             else:
                 coords, chosen = _in_rows(coords, chosen, rows)
-            _entries(s)[tuple(coords.T)] = chosen
-        return s * tangents[0]
+            index = tuple(coords.T)
+            at_ties = _entries(dx)[index] * chosen.to(dx.dtype)
+        s = slope(_taker(rows)(src.detach()))
+        out = dx.mul_(s) if overwrite else dx * s
+        if index is not None:
+            _entries(out)[index] = at_ties
+        return out
+    jvp.overwrites = True
     return jvp
 
 

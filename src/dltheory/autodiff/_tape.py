@@ -1,4 +1,14 @@
-"""Per-sample tangents: the ops of a forward pass, replayed on the rows that hold a tie.
+"""Tangents at ties by forward-mode replay of the recorded forward pass.
+
+Every op run under ``exact_kinks`` with grad enabled is recorded (the function, its
+arguments, the tensors it made), so that the tangent ``J_u · v`` of a tie's argument ``u``
+can be computed by running the ops that ``u`` depends on again under forward-mode AD, each
+reading the values it saw in the forward pass. The kinks' own ops replay by their
+directional rule, and their tangents are kept: the next tie's replay starts there, so each
+stretch of the program between two ties is differentiated once, in one forward-mode sweep
+(about a forward pass), not by the two vector-Jacobian products of a double backward.
+
+Per sample (``exact_kinks(batch_dim=0)``):
 
 Under ``exact_kinks(batch_dim=0)`` the user declares that the samples of a batch do not
 interact: row ``i`` of every tensor computed from the batch depends on sample ``i`` and on
@@ -12,7 +22,10 @@ their directional rule, so the tangent is the one the whole-batch path computes.
 Anything the replay cannot follow — an op run outside the context or in place, rows that
 meet (a reduction over the batch, a concatenation along it), a replayed value that differs
 from the recorded one (rows that interact although ``batch_dim`` said they don't) — makes
-it give up, and the tie gets the whole-batch tangent: slower, never wrong.
+it give up, and the tie gets the whole-batch tangent: slower, never wrong. Without
+``batch_dim`` the replay runs on whole tensors, with the same fall-back (to the double
+backward) where it cannot follow. Random ops (dropout) are never replayed: a replay would
+draw new noise, and advance the user's generator.
 """
 
 from __future__ import annotations
@@ -33,13 +46,23 @@ _RESHAPES = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape}
 # op(dx; W) + op(x; dW, db), two products where forward AD spends four (it also computes
 # the value, and a product with the zero tangent of an input that needs no grad)
 _AFFINE = {F.linear, F.conv1d, F.conv2d, F.conv3d}
+# ops that draw random numbers: their replay would not be the recorded op
+_RANDOM = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+           F.feature_alpha_dropout, torch.dropout, torch.bernoulli, torch.Tensor.bernoulli, torch.rand_like, torch.randn_like,
+           torch.randint_like, torch.multinomial, torch.normal, torch.poisson}
+# batch_norm(input, running_mean, running_var, ..., training) / torch.batch_norm(input,
+# weight, bias, running_mean, running_var, training): (positions of the running statistics,
+# of ``training``). In training mode the output reads the batch's statistics, not the
+# running ones, which the op updates in place: the replay passes None so as not to update
+# them twice.
+_RUNNING_STATS = {F.batch_norm: ((1, 2), 5), torch.batch_norm: ((3, 4), 5)}
 
 
 class _Unreplayable(Exception):
     """The tangent cannot be computed on the tied rows alone."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Slot:
     """A tensor argument of a recorded op."""
 
@@ -80,7 +103,8 @@ class _Tape:
     activations that autograd saves anyway.
     """
 
-    def __init__(self, shared: Collection[int] = ()):
+    def __init__(self, shared: Collection[int] = (), per_sample: bool = True):
+        self.per_sample = per_sample  # tangents on the tied rows alone (batch_dim=0)
         self._producer = WeakIdKeyDictionary()  # tensor -> (op, output index, version)
         self._shared = frozenset(shared)  # ids of leaves that are parameters, not samples
         # tangents on _memo_rows of the kinks' outputs and arguments, where the next tie's
@@ -108,13 +132,44 @@ class _Tape:
         slots = [x if isinstance(x, _Slot) else self.slot(x, hold=False) for x in inputs]
         op = _Op(slots, [out.shape], jvp=jvp, held=[(t, t._version) for t in held])
         self._made(op, [out])
+        if not self.per_sample:
+            self._advance(op)
+
+    def _advance(self, op: _Op) -> None:
+        """Whole tensors: a kink whose inputs' tangents were just replayed (for its tie) gets
+        its own tangent now, and lets its inputs' tangents go. The next tie's replay starts
+        at this kink all the same, and the memo holds the frontier of the program — one
+        tangent per chain of kinks (relu then max-pool), not the conv output's, the relu's
+        and the pool's. An op that reads a let-go tensor later (a skip connection) gets its
+        tangent replayed from further up: more work, the same tangent."""
+        if self._memo_rows is not None or not op.slots or \
+                not all(s.source is not None and s.source[0] in self._memo for s in op.slots):
+            return
+        with torch.no_grad():
+            if len(op.slots) == 1 and getattr(op.jvp, "overwrites", False):
+                source, k = op.slots[0].source
+                dx = self._memo[source].tangents[k]
+                if dx is not None and dx._base is None and dx.is_contiguous():
+                    # an elementwise kink on a tangent nobody else holds: computed in place, so
+                    # the replay's peak is one activation-sized tensor over PyTorch's, not two
+                    del self._memo[source]
+                    self._memo[op] = _Replayed([op.jvp(None, [dx], overwrite=True)], [False])
+                    return
+            self._memo[op] = _Replay(self, None, None, None)._op(op, keep_primals=False)
+        for s in op.slots:
+            self._memo.pop(s.source[0], None)
 
     def record_call(self, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
         """An ordinary op, replayed by calling ``func`` again on dual tensors."""
-        outs = tree_flatten(out)[0]
+        outs = [out] if isinstance(out, torch.Tensor) else tree_flatten(out)[0]
         if not any(isinstance(o, torch.Tensor) and o.requires_grad for o in outs):
             return
-        leaves, spec = tree_flatten((args, kwargs))
+        if func in _RANDOM:  # replayed, it would draw again
+            self._made(_Op([], [o.shape if isinstance(o, torch.Tensor) else None for o in outs]), outs)
+            return
+        if func in _RUNNING_STATS:
+            args, kwargs = _without_running_stats(func, args, kwargs)
+        leaves, spec = _flatten_call(args, kwargs)
         shapes = [o.shape if isinstance(o, torch.Tensor) else None for o in outs]
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
         if any(o is x for o in outs for x in tensors):  # in place: the input it read is gone
@@ -165,21 +220,34 @@ class _Replay:
         self.done: dict[_Op, _Replayed] = dict(tape._memo)
 
     def run(self, target: _Op) -> _Replayed:
+        # readers, within this replay, of each op whose tangent is not kept in the memo: the
+        # tangent is let go after its last reader, and an elementwise kink that is its only
+        # reader overwrites it (the replay then holds about one activation-sized tangent)
+        uses: dict[_Op, int] = {}
         stack = [(target, False)]
         while stack:  # depth first, each op after the ops it reads
             op, inputs_done = stack.pop()
             if op in self.done:
                 continue
             if inputs_done:
-                self.done[op] = result = self._op(op, keep_primals=op is target)
+                self.done[op] = result = self._op(op, op is target, uses)
                 if op.jvp is not None or op is target:
                     self.tape._memo[op] = result
+                for s in op.slots:
+                    source = s.source[0] if s.source is not None else None
+                    if source in uses:
+                        uses[source] -= 1
+                        if uses[source] == 0 and source not in self.tape._memo:
+                            del uses[source], self.done[source]
                 continue
             if op.func is None and op.jvp is None:
                 raise _Unreplayable  # recorded in place
             stack.append((op, True))
-            stack.extend((s.source[0], False) for s in op.slots
-                         if s.source is not None and s.source[0] not in self.done)
+            for s in op.slots:
+                if s.source is not None and s.source[0] not in self.tape._memo:
+                    uses[s.source[0]] = uses.get(s.source[0], 0) + 1
+                    if s.source[0] not in self.done:
+                        stack.append((s.source[0], False))
         return self.done[target]
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
@@ -201,7 +269,7 @@ class _Replay:
         v = self.direction.of(t)
         return (self.take(v) if batched else v), batched
 
-    def _op(self, op: _Op, keep_primals: bool) -> _Replayed:
+    def _op(self, op: _Op, keep_primals: bool, uses: dict | None = None) -> _Replayed:
         inputs = [self._input(s) for s in op.slots]
         any_batched = any(b for _, b in inputs)
         batched = [any_batched and s is not None and len(s) > 0 and s[0] == self.n for s in op.out_shapes]
@@ -215,7 +283,10 @@ class _Replay:
         if op.jvp is not None:
             tangents = [torch.zeros(self._rows_shape(s.shape, b), dtype=s.dtype, device=s.device)
                         if d is None else d for s, (d, b) in zip(op.slots, inputs)]
-            return _Replayed([op.jvp(self.rows if batched[0] else None, tangents)], batched)
+            rows = self.rows if batched[0] else None
+            if uses is not None and _sole_reader(op, tangents, uses, self.tape._memo):
+                return _Replayed([op.jvp(rows, tangents, overwrite=True)], batched)
+            return _Replayed([op.jvp(rows, tangents)], batched)
         return self._call(op, inputs, batched, keep_primals)
 
     def _rows_shape(self, shape: torch.Size, batched: bool) -> tuple[int, ...]:
@@ -233,8 +304,8 @@ class _Replay:
                 tangents.append(None)
         try:
             if op.func in _AFFINE:
-                result = _Replayed([_affine_tangent(op.func, tree_unflatten(primals, op.spec),
-                                                    tree_unflatten(tangents, op.spec))], batched)
+                result = _Replayed([_affine_tangent(op.func, _unflatten_call(primals, op.spec),
+                                                    _unflatten_call(tangents, op.spec))], batched)
             else:
                 result = self._dual(op, primals, tangents, batched, keep_primals)
         except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as e:
@@ -248,7 +319,7 @@ class _Replay:
     def _dual(self, op: _Op, primals: list, tangents: list, batched, keep_primals: bool) -> _Replayed:
         """The op run again on dual tensors: the tangent by forward AD."""
         duals = [p if t is None else fwAD.make_dual(p, t) for p, t in zip(primals, tangents)]
-        args, kwargs = tree_unflatten(duals, op.spec)
+        args, kwargs = _unflatten_call(duals, op.spec)
         if op.func in _RESHAPES and batched[0]:
             out = torch.reshape(args[0], self._rows_shape(op.out_shapes[0], True))
         else:
@@ -259,17 +330,61 @@ class _Replay:
                          [None if p is None else p.primal for p in unpacked] if keep_primals else [])
 
 
+_ATOMS = (torch.Tensor, int, float, bool, str, type(None), torch.dtype, torch.device)
+
+
+def _flatten_call(args: tuple, kwargs: dict) -> tuple[list, Any]:
+    """The leaves of an op's arguments and how to put them back: for the usual call (no
+    containers among the arguments) a count of positional ones and the keyword names,
+    ten times cheaper than a pytree, which is recorded on every op of a forward pass."""
+    if all(isinstance(a, _ATOMS) for a in args) and all(isinstance(v, _ATOMS) for v in kwargs.values()):
+        return [*args, *kwargs.values()], (len(args), tuple(kwargs))
+    return tree_flatten((args, kwargs))
+
+
+def _unflatten_call(leaves: list, spec: Any) -> tuple[tuple, dict]:
+    if isinstance(spec, tuple):
+        n, names = spec
+        return tuple(leaves[:n]), dict(zip(names, leaves[n:]))
+    return tree_unflatten(leaves, spec)
+
+
+def _sole_reader(op: _Op, tangents: list, uses: dict, memo: dict) -> bool:
+    """Whether an elementwise kink may overwrite its input's tangent: it is that tangent's
+    only reader in the replay, which keeps it nowhere else, and the tangent is a tensor of
+    its own (no view of another's, no broadcast)."""
+    if len(op.slots) != 1 or not getattr(op.jvp, "overwrites", False) or op.slots[0].source is None:
+        return False
+    source, t = op.slots[0].source[0], tangents[0]
+    return uses.get(source) == 1 and source not in memo and t._base is None and t.is_contiguous()
+
+
+def _without_running_stats(func: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """batch_norm's arguments for its replay: in training mode, no running statistics."""
+    (positions, training_at) = _RUNNING_STATS[func]
+    names = ("running_mean", "running_var")
+    training = args[training_at] if len(args) > training_at else kwargs.get("training", False)
+    if not training:
+        return args, kwargs
+    args = tuple(None if i in positions else a for i, a in enumerate(args))
+    return args, {k: (None if k in names else v) for k, v in kwargs.items()}
+
+
 def _affine_tangent(func: Callable, primal: tuple, tangent: tuple) -> torch.Tensor | None:
     """Tangent of ``func(x, W, b, ...)``, affine in x and in (W, b): func(dx; W) + func(x; dW, db)."""
     (args, kwargs), (targs, tkwargs) = primal, tangent
     (x, w, _), (dx, dw, db) = _affine_operands(args, kwargs), _affine_operands(targs, tkwargs)
     rest, options = args[3:], {k: v for k, v in kwargs.items() if k != "bias"}
-    parts = []
-    if dx is not None:
-        parts.append(func(dx, w, None, *rest, **options))
+    out = None
     if dw is not None or db is not None:
-        parts.append(func(x, torch.zeros_like(w) if dw is None else dw, db, *rest, **options))
-    return sum(parts[1:], parts[0]) if parts else None
+        out = func(x, torch.zeros_like(w) if dw is None else dw, db, *rest, **options)
+    if dx is None:
+        return out
+    if out is None:
+        return func(dx, w, None, *rest, **options)
+    if func is F.linear and dx.ndim == 2:  # accumulated in place: no third activation-sized tensor
+        return out.addmm_(dx, w.t())
+    return out.add_(func(dx, w, None, *rest, **options))
 
 
 def _affine_operands(args: tuple, kwargs: dict) -> tuple:

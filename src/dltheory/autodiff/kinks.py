@@ -115,7 +115,7 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
         if generator is None:  # no global RNG: the same code draws the same v
             generator = torch.Generator().manual_seed(0)
         self._ctx = _Ctx(_Direction(direction, generator, _others_zero), KinkReport(),
-                         WeakIdKeyDictionary(), tape=None if batch_dim is None else _Tape(_shared))
+                         WeakIdKeyDictionary(), tape=_Tape(_shared, per_sample=batch_dim is not None))
         self._past = KinkReport()
         self._after_backward = False
         self._warned: set[str] = set()
@@ -165,7 +165,7 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
         if func in UNHANDLED and torch.is_grad_enabled() and _any_requires_grad(args, kwargs):
             self._unhandled(_name(func))
         if tape is not None and torch.is_grad_enabled():
-            if func in _BATCH_STATISTICS and _arg(args, kwargs, 5, "training", False) \
+            if tape.per_sample and func in _BATCH_STATISTICS and _arg(args, kwargs, 5, "training", False) \
                     and _any_requires_grad(args, kwargs):
                 raise UserError("exact_kinks(batch_dim=0): batch_norm in training mode mixes the "
                                 "samples of a batch; use eval mode or leave batch_dim=None")
