@@ -48,8 +48,9 @@ _RESHAPES = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape}
 _AFFINE = {F.linear, F.conv1d, F.conv2d, F.conv3d}
 # ops that draw random numbers: their replay would not be the recorded op
 _RANDOM = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-           F.feature_alpha_dropout, torch.dropout, torch.bernoulli, torch.Tensor.bernoulli, torch.rand_like, torch.randn_like,
-           torch.randint_like, torch.multinomial, torch.normal, torch.poisson}
+           F.feature_alpha_dropout, torch.dropout, torch.bernoulli, torch.Tensor.bernoulli,
+           torch.rand_like, torch.randn_like, torch.randint_like, torch.multinomial,
+           torch.normal, torch.poisson}
 # batch_norm(input, running_mean, running_var, ..., training) / torch.batch_norm(input,
 # weight, bias, running_mean, running_var, training): (positions of the running statistics,
 # of ``training``). In training mode the output reads the batch's statistics, not the
