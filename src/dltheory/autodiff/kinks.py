@@ -70,15 +70,19 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
     direction : ``{id(leaf): tensor}`` fixing ``v`` for some leaves.
     batch_dim : ``0`` declares that the samples of a batch (dim 0) do not interact: row i
         of every tensor computed from the batch depends on sample i and the parameters
-        alone (per-sample layers; a loss that reduces by mean or sum). A tie's tangent is
-        then computed on the rows that hold a tie alone, by forward-mode AD through the ops
-        recorded since the last backward, reading the activations kept for the backward;
-        the gradient is the same as without it. Tensors that require no grad are samples
-        when their dim 0 has the batch's size, ``nn.Parameter``s are shared; ``batch_norm``
-        in training mode raises :class:`UserError`. Where the replay cannot follow (rows
+        alone (per-sample layers; a loss that reduces by mean or sum). A tie's tangent —
+        always computed by forward-mode AD through the ops recorded since the last
+        backward, reading the activations kept for the backward — is then computed on the
+        rows that hold a tie alone; the gradient is the same as without it. Tensors that
+        require no grad are samples when their dim 0 has the batch's size,
+        ``nn.Parameter``s are shared; ``batch_norm`` in training mode raises
+        :class:`UserError`. Where the replay cannot follow (rows
         that meet before the tie, an op run in place or outside the context) the tie gets
         the whole batch's tangent, counted in ``report.whole_batch``. Default ``None``: the
-        whole batch's tangent at every tie.
+        whole batch's tangent at every tie (samples may interact: batch norm in training
+        mode; running statistics are not updated twice, random ops such as dropout are not
+        replayed). Where the replay cannot follow, the tangent comes from two
+        vector-Jacobian products through the autograd graph.
 
     Attributes
     ----------
@@ -137,12 +141,9 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
             self._after_backward = False
             self._past.merge(self._ctx.report)
             self._ctx.report = KinkReport()
-            self._ctx.known = {}
 
     def __exit__(self, *exc):
-        self._ctx.known = {}  # tangents of this context's ties: not needed after it
-        if self._ctx.tape is not None:
-            self._ctx.tape.clear()
+        self._ctx.tape.clear()  # the record and tangents of this context: not needed after it
         return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -150,8 +151,7 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
         tape = self._ctx.tape
         if func in _BACKWARD:
             self._after_backward = True
-            if tape is not None:  # the forward's record is of no use to the next one
-                tape.clear()
+            tape.clear()  # the forward's record is of no use to the next one
             return func(*args, **kwargs)
         rule = RULES.get(func)
         if rule is not None:
@@ -164,7 +164,7 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
             return self._ctx.run(func, *args, **kwargs)
         if func in UNHANDLED and torch.is_grad_enabled() and _any_requires_grad(args, kwargs):
             self._unhandled(_name(func))
-        if tape is not None and torch.is_grad_enabled():
+        if torch.is_grad_enabled():
             if tape.per_sample and func in _BATCH_STATISTICS and _arg(args, kwargs, 5, "training", False) \
                     and _any_requires_grad(args, kwargs):
                 raise UserError("exact_kinks(batch_dim=0): batch_norm in training mode mixes the "
@@ -178,8 +178,7 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
         flat = self._ctx.flat.get(out)
         if flat is not None:
             self._ctx.mark_flat(x, flat[0], flat[1])
-        if self._ctx.tape is not None:
-            self._ctx.tape.alias(x, out)
+        self._ctx.tape.alias(x, out)
         return x
 
     def _unhandled(self, name: str) -> None:
