@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dltheory.autodiff import _tape, active_pieces_gradient, exact_kinks, subgradient
+from dltheory.autodiff import _rules, _tape, active_pieces_gradient, exact_kinks, subgradient
 
 F64 = torch.float64
 
@@ -99,3 +99,36 @@ def test_dropout_is_not_replayed_and_does_not_draw_again():
         _, want = step(exact_kinks(generator=torch.Generator().manual_seed(2)))
     for g, w in zip(grads, want):
         assert torch.equal(g, w)
+
+
+class _Double(torch.autograd.Function):
+    """2x, with no forward-mode formula: the replay cannot follow it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+def test_an_op_the_replay_cannot_follow_gets_the_double_backward_tangent(monkeypatch):
+    fallbacks = []
+    double_backward = _rules._tangent
+    monkeypatch.setattr(_rules, "_tangent", lambda *a: fallbacks.append(1) or double_backward(*a))
+    gen = torch.Generator().manual_seed(0)
+    W1 = torch.randint(-1, 2, (6, 5), generator=gen).to(F64)
+    W2 = torch.randint(-1, 2, (3, 6), generator=gen).to(F64)
+    X = torch.randint(-1, 2, (8, 5), generator=gen).to(F64)
+
+    def loss(p):
+        h = torch.relu(_Double.apply(X @ p["W1"].T))
+        return torch.relu(h @ p["W2"].T).sum()
+    params = {"W1": W1, "W2": W2}
+    v = {k: torch.randn(p.shape, generator=gen, dtype=F64) for k, p in params.items()}
+    got, report = subgradient(loss, params, direction=v, return_report=True)
+    assert report.ties["relu"] > 0 and fallbacks
+    near = active_pieces_gradient(loss, params, v, eps=1e-9)
+    for k in params:
+        torch.testing.assert_close(got[k], near[k], rtol=1e-6, atol=1e-7)
