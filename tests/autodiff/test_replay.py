@@ -132,3 +132,13 @@ def test_an_op_the_replay_cannot_follow_gets_the_double_backward_tangent(monkeyp
     near = active_pieces_gradient(loss, params, v, eps=1e-9)
     for k in params:
         torch.testing.assert_close(got[k], near[k], rtol=1e-6, atol=1e-7)
+
+
+def test_ties_in_a_tensor_too_large_for_a_temporary_copy_are_found():
+    x = torch.randn(1030, 4100, generator=torch.Generator().manual_seed(0))  # > 2**22 entries
+    x[3, 7] = x[900, 0] = x[900, 4099] = 0
+    x.requires_grad_(True)
+    with exact_kinks() as mode:
+        (torch.relu(x) - torch.relu(-x)).sum().backward()  # the identity, written with kinks
+    assert mode.report.ties["relu"] == 6  # each zero ties in both relus
+    assert torch.equal(x.grad, torch.ones_like(x))
