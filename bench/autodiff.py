@@ -12,7 +12,7 @@ inputs, fp32, CPU, batch 64/256/1024:
   digits, pixels/16 so the background is exactly 0) in fp32 and bfloat16.
 
 Timings are medians of interleaved repeats, printed, never asserted. Run:
-``python bench/autodiff.py`` (about 2 minutes on 2 cores); ``--threads N`` sets torch's
+``python bench/autodiff.py`` (about 90 s on 2 cores); ``--threads N`` sets torch's
 CPU threads (default 2; use 1 on a loaded machine, where waiting OpenMP threads distort
 the timings); ``--cuda`` times the same workloads on the GPU (no tie-frequency table).
 """
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from dltheory.autodiff import exact_kinks
 
 BATCHES = (64, 256, 1024)
-REPEATS = 5
+REPEATS = 9
 DEVICE = torch.device("cuda" if "--cuda" in sys.argv else "cpu")
 
 
