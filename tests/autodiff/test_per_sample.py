@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dltheory.autodiff import active_pieces_gradient, exact_kinks, subgradient
+from dltheory.autodiff import exact_kinks, subgradient
 from dltheory.errors import UserError
+from tests.autodiff._same_pieces import assert_same_pieces_and_limit
 
 F64 = torch.float64
 
@@ -47,14 +48,8 @@ def test_per_sample_tangents_give_the_whole_batch_subgradient(kind, seed):
     loss, params, v = _integer_problem(kind, seed)
     got, report = subgradient(loss, params, direction=v, batch_dim=0, return_report=True)
     whole, whole_report = subgradient(loss, params, direction=v, return_report=True)
-    assert report.n_ties > 0 and not any(report.whole_batch.values())  # all on the tied rows
-    assert report.ties == whole_report.ties
-    for k in params:  # the same pieces chosen: the same backward
-        assert torch.equal(got[k], whole[k]), k
-    # the smooth pieces' gradient next to the point: O(eps) away from the limit
-    want = active_pieces_gradient(loss, params, v, eps=1e-9)
-    for k in params:
-        torch.testing.assert_close(got[k], want[k], rtol=1e-6, atol=1e-7)
+    assert not any(report.whole_batch.values())  # all on the tied rows
+    assert_same_pieces_and_limit(loss, params, v, got, report, whole, whole_report)
 
 
 @pytest.mark.parametrize("make, shape", [(_mlp, (16, 6)), (_cnn, (16, 1, 8, 8))])

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dltheory.autodiff import _rules, _tape, active_pieces_gradient, exact_kinks, subgradient
+from tests.autodiff._same_pieces import assert_same_pieces_and_limit
 
 F64 = torch.float64
 
@@ -47,16 +48,10 @@ def _without_replay(monkeypatch):
 def test_replayed_tangents_give_the_double_backward_subgradient(kind, seed, monkeypatch):
     loss, params, v, _ = _integer_problem(kind, seed)
     got, report = subgradient(loss, params, direction=v, return_report=True)
-    assert report.n_ties > 0
     with monkeypatch.context() as m:
         _without_replay(m)
         want, want_report = subgradient(loss, params, direction=v, return_report=True)
-    assert report.ties == want_report.ties
-    for k in params:  # the same pieces chosen: the same backward
-        assert torch.equal(got[k], want[k]), k
-    near = active_pieces_gradient(loss, params, v, eps=1e-9)
-    for k in params:
-        torch.testing.assert_close(got[k], near[k], rtol=1e-6, atol=1e-7)
+    assert_same_pieces_and_limit(loss, params, v, got, report, want, want_report)
 
 
 def test_the_replay_leaves_running_statistics_alone():
