@@ -8,24 +8,19 @@ directional rule, and their tangents are kept: the next tie's replay starts ther
 stretch of the program between two ties is differentiated once, in one forward-mode sweep
 (about a forward pass), not by the two vector-Jacobian products of a double backward.
 
-Per sample (``exact_kinks(batch_dim=0)``):
-
 Under ``exact_kinks(batch_dim=0)`` the user declares that the samples of a batch do not
 interact: row ``i`` of every tensor computed from the batch depends on sample ``i`` and on
-the parameters alone. The tangent ``J_u · v`` of a tie's argument ``u`` is then needed only
-on the rows of ``u`` that hold a tie, and it is computed there alone: the ops recorded since
-the last backward are replayed on those rows under forward-mode AD, each reading the
-values it saw in the forward pass (the activations autograd keeps anyway), instead of two
-VJPs through the whole batch's graph. The kinks' own ops (ties resolved or not) replay by
-their directional rule, so the tangent is the one the whole-batch path computes.
+the parameters alone. The tangent of ``u`` is then needed only on the rows that hold a tie,
+and the replay runs on those rows alone.
 
-Anything the replay cannot follow — an op run outside the context or in place, rows that
-meet (a reduction over the batch, a concatenation along it), a replayed value that differs
-from the recorded one (rows that interact although ``batch_dim`` said they don't) — makes
-it give up, and the tie gets the whole-batch tangent: slower, never wrong. Without
-``batch_dim`` the replay runs on whole tensors, with the same fall-back (to the double
-backward) where it cannot follow. Random ops (dropout) are never replayed: a replay would
-draw new noise, and advance the user's generator.
+Anything the replay cannot follow — an op run outside the context or in place, one without
+a forward-mode formula, rows that meet (a reduction over the batch, a concatenation along
+it), a replayed value that differs from the recorded one (rows that interact although
+``batch_dim`` said they don't) — makes it give up, and the tie's tangent comes from two
+vector-Jacobian products through the autograd graph: slower, never wrong. Random ops
+(dropout) are never replayed: a replay would draw new noise, and advance the user's
+generator; batch norm in training mode is replayed without its running statistics, which
+it would otherwise update a second time.
 """
 
 from __future__ import annotations
