@@ -133,9 +133,10 @@ class _Ctx:
         du = self.tape.tangent(u, rows if per_sample else None, self.direction)
         if du is not None and (per_sample or rows is None):
             return du
+        if du is None and per_sample:  # the rows meet: replay the whole batch
+            self.report.whole_batch[op] += 1
+            du = self.tape.tangent(u, None, self.direction)
         if du is None:
-            if per_sample:
-                self.report.whole_batch[op] += 1
             du = _tangent(u, self.direction)
         return du if rows is None else du.index_select(0, rows)
 
