@@ -32,6 +32,30 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
+# (batch, rows, inner, cols) of products like the small models' (teacher-student's
+# minibatch × input × width, and its weight update)
+_GEMM_SHAPES = ((25, 5, 20), (50, 10, 25), (50, 10, 75), (50, 10, 200), (200, 10, 100))
+
+
+def bmm_batch_invariance(seeds: int = 16) -> list[str]:
+    """The products for which ``torch.bmm`` of ``seeds`` stacked matrices does not give each
+    slice the bits it gets in a bmm of one: where it does not, a claim that must match its
+    unbatched run bit for bit multiplies seed by seed, which caps its batching speed-up."""
+    gen = torch.Generator().manual_seed(0)
+    differ = []
+    for dtype in (torch.float32, torch.float64):
+        for b, d, k in _GEMM_SHAPES:
+            A = torch.randn(seeds, b, d, generator=gen, dtype=dtype)
+            W = torch.randn(seeds, k, d, generator=gen, dtype=dtype)
+            G = torch.randn(seeds, b, k, generator=gen, dtype=dtype)
+            for name, left, right in (("x·Wᵀ", A, W.mT), ("Gᵀ·x", G.mT, A)):
+                together = torch.bmm(left, right)
+                alone = [torch.bmm(left[s:s + 1].clone(), right[s:s + 1].clone())[0] for s in range(seeds)]
+                if not all(torch.equal(together[s], one) for s, one in enumerate(alone)):
+                    differ.append(f"{str(dtype).removeprefix('torch.')} {name} b={b} d={d} k={k}")
+    return differ
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=16)
@@ -41,6 +65,12 @@ def main() -> None:
     seeds = list(range(args.seeds))
     print(f"# seed batching — torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, {args.seeds} seeds, best of {args.repeat}")
+    differ = bmm_batch_invariance(args.seeds)
+    print(f"# torch.bmm of {args.seeds} stacked products vs each alone: "
+          + ("bit-identical for every shape tried" if not differ else
+             f"differs for {len(differ)} of {4 * len(_GEMM_SHAPES)} products ({'; '.join(differ[:3])}"
+             f"{' …' if len(differ) > 3 else ''}) — claims that must match their unbatched run bit "
+             "for bit multiply such products seed by seed"))
     print(f"{'claim':40s} {'batched runs/s':>15s} {'loop runs/s':>12s} {'speed-up':>9s}  identical")
     for claim_id, claim in all_claims().items():
         if not claim.batched or (args.only and claim_id not in args.only):
