@@ -234,9 +234,9 @@ _LARGE = 1 << 22
 
 def _rows_equal(x: torch.Tensor, knot: float) -> torch.Tensor | None:
     """Where entries of x equal ``knot``: None when nowhere (the common case), else the
-    indices along dim 0 of the rows that hold one (an empty index for a 0-d x). One
-    reduction of |x − knot| per row: several times cheaper than ``x == knot`` or a count
-    (0.16 ms against 1.1 and 0.43 ms on 800k floats, one thread)."""
+    indices along dim 0 of the rows that hold one (an empty index for a 0-d x). A min of
+    |x − knot| (then, where it is 0, one per row): several times cheaper than ``x == knot``
+    or a count (0.16 ms against 1.1 and 0.43 ms on 800k floats, one thread)."""
     if not x.numel():
         return None
     if knot == 0 and x.numel() > _LARGE and x.device.type == "cpu":

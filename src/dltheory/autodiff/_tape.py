@@ -47,11 +47,19 @@ _RANDOM = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
            torch.rand_like, torch.randn_like, torch.randint_like, torch.multinomial,
            torch.normal, torch.poisson}
 # batch_norm(input, running_mean, running_var, ..., training) / torch.batch_norm(input,
-# weight, bias, running_mean, running_var, training): (positions of the running statistics,
-# of ``training``). In training mode the output reads the batch's statistics, not the
-# running ones, which the op updates in place: the replay passes None so as not to update
-# them twice.
-_RUNNING_STATS = {F.batch_norm: ((1, 2), 5), torch.batch_norm: ((3, 4), 5)}
+# weight, bias, running_mean, running_var, training): positions of the running statistics
+# (``training`` is at 5 in both). In training mode the output reads the batch's statistics,
+# not the running ones, which the op updates in place: the replay passes None so as not to
+# update them twice.
+_RUNNING_STATS = {F.batch_norm: (1, 2), torch.batch_norm: (3, 4)}
+
+
+def batch_norm_in_training(func: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether this call is a batch norm that normalizes by the batch's own statistics (the
+    samples of the batch then interact)."""
+    if func not in _RUNNING_STATS:
+        return False
+    return bool(args[5] if len(args) > 5 else kwargs.get("training", False))
 
 
 class _Unreplayable(Exception):
@@ -142,15 +150,14 @@ class _Tape:
                 not all(s.source is not None and s.source[0] in self._memo for s in op.slots):
             return
         with torch.no_grad():
-            if len(op.slots) == 1 and getattr(op.jvp, "overwrites", False):
-                source, k = op.slots[0].source
-                dx = self._memo[source].tangents[k]
-                if dx is not None and dx._base is None and dx.is_contiguous():
-                    # an elementwise kink on a tangent nobody else holds: computed in place, so
-                    # the replay's peak is one activation-sized tensor over PyTorch's, not two
-                    del self._memo[source]
-                    self._memo[op] = _Replayed([op.jvp(None, [dx], overwrite=True)], [False])
-                    return
+            source, k = op.slots[0].source
+            dx = self._memo[source].tangents[k]
+            if _overwritable(op, dx):
+                # an elementwise kink on a tangent nobody else holds: computed in place, so
+                # the replay's peak is one activation-sized tensor over PyTorch's, not two
+                del self._memo[source]
+                self._memo[op] = _Replayed([op.jvp(None, [dx], overwrite=True)], [False])
+                return
             self._memo[op] = _Replay(self, None, None, None)._op(op, keep_primals=False)
         for s in op.slots:
             self._memo.pop(s.source[0], None)
@@ -163,7 +170,7 @@ class _Tape:
         if func in _RANDOM:  # replayed, it would draw again
             self._made(_Op([], [o.shape if isinstance(o, torch.Tensor) else None for o in outs]), outs)
             return
-        if func in _RUNNING_STATS:
+        if batch_norm_in_training(func, args, kwargs):
             args, kwargs = _without_running_stats(func, args, kwargs)
         leaves, spec = _flatten_call(args, kwargs)
         shapes = [o.shape if isinstance(o, torch.Tensor) else None for o in outs]
@@ -237,7 +244,7 @@ class _Replay:
                             del uses[source], self.done[source]
                 continue
             if op.func is None and op.jvp is None:
-                raise _Unreplayable  # recorded in place
+                raise _Unreplayable  # recorded as not replayable: in place, or random
             stack.append((op, True))
             for s in op.slots:
                 if s.source is not None and s.source[0] not in self.tape._memo:
@@ -345,23 +352,25 @@ def _unflatten_call(leaves: list, spec: Any) -> tuple[tuple, dict]:
     return tree_unflatten(leaves, spec)
 
 
+def _overwritable(op: _Op, tangent: torch.Tensor | None) -> bool:
+    """Whether the kink ``op`` may compute its tangent in place of its one input's
+    ``tangent``: its jvp can (elementwise), and the tangent is a tensor of its own (no view
+    of another's, no broadcast). The caller knows that nothing else reads it."""
+    return len(op.slots) == 1 and getattr(op.jvp, "overwrites", False) and tangent is not None \
+        and tangent._base is None and tangent.is_contiguous()
+
+
 def _sole_reader(op: _Op, tangents: list, uses: dict, memo: dict) -> bool:
-    """Whether an elementwise kink may overwrite its input's tangent: it is that tangent's
-    only reader in the replay, which keeps it nowhere else, and the tangent is a tensor of
-    its own (no view of another's, no broadcast)."""
-    if len(op.slots) != 1 or not getattr(op.jvp, "overwrites", False) or op.slots[0].source is None:
-        return False
-    source, t = op.slots[0].source[0], tangents[0]
-    return uses.get(source) == 1 and source not in memo and t._base is None and t.is_contiguous()
+    """Whether a kink in a replay may overwrite its input's tangent: the replay reads it
+    there alone and the memo does not keep it."""
+    source = op.slots[0].source if len(op.slots) == 1 else None
+    return source is not None and uses.get(source[0]) == 1 and source[0] not in memo \
+        and _overwritable(op, tangents[0])
 
 
 def _without_running_stats(func: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """batch_norm's arguments for its replay: in training mode, no running statistics."""
-    (positions, training_at) = _RUNNING_STATS[func]
-    names = ("running_mean", "running_var")
-    training = args[training_at] if len(args) > training_at else kwargs.get("training", False)
-    if not training:
-        return args, kwargs
+    """batch_norm's arguments for its replay in training mode: no running statistics."""
+    positions, names = _RUNNING_STATS[func], ("running_mean", "running_var")
     args = tuple(None if i in positions else a for i, a in enumerate(args))
     return args, {k: (None if k in names else v) for k, v in kwargs.items()}
 

@@ -26,19 +26,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from dltheory.autodiff._rules import RULES, UNHANDLED, _arg, _Ctx, _Direction, inplace
-from dltheory.autodiff._tape import _Tape
+from dltheory.autodiff._rules import RULES, UNHANDLED, _Ctx, _Direction, inplace
+from dltheory.autodiff._tape import _Tape, batch_norm_in_training
 from dltheory.autodiff.report import KinkReport, UnhandledKinkError
 from dltheory.errors import UserError
 
 # the calls that consume a graph: the report of the forward before them is complete
 _BACKWARD = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
-# ops that mix the samples of a batch whatever the shapes say (``training`` at position 5)
-_BATCH_STATISTICS = {F.batch_norm, torch.batch_norm}
 
 
 def _any_requires_grad(args, kwargs) -> bool:
@@ -76,13 +73,13 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
         rows that hold a tie alone; the gradient is the same as without it. Tensors that
         require no grad are samples when their dim 0 has the batch's size,
         ``nn.Parameter``s are shared; ``batch_norm`` in training mode raises
-        :class:`UserError`. Where the replay cannot follow (rows
-        that meet before the tie, an op run in place or outside the context) the tie gets
-        the whole batch's tangent, counted in ``report.whole_batch``. Default ``None``: the
-        whole batch's tangent at every tie (samples may interact: batch norm in training
-        mode; running statistics are not updated twice, random ops such as dropout are not
-        replayed). Where the replay cannot follow, the tangent comes from two
-        vector-Jacobian products through the autograd graph.
+        :class:`UserError`. Where the replay on the tied rows cannot follow (rows that meet
+        before the tie, an op run in place or outside the context) the tie gets the whole
+        batch's tangent, counted in ``report.whole_batch``. Default ``None``: the whole
+        batch's tangent at every tie (samples may interact: batch norm in training mode,
+        whose running statistics the replay does not update a second time; random ops such
+        as dropout are never replayed). Where no replay can follow, the tangent comes from
+        two vector-Jacobian products through the autograd graph.
 
     Attributes
     ----------
@@ -165,7 +162,7 @@ class exact_kinks(TorchFunctionMode):  # noqa: N801 — a context manager, like 
         if func in UNHANDLED and torch.is_grad_enabled() and _any_requires_grad(args, kwargs):
             self._unhandled(_name(func))
         if torch.is_grad_enabled():
-            if tape.per_sample and func in _BATCH_STATISTICS and _arg(args, kwargs, 5, "training", False) \
+            if tape.per_sample and batch_norm_in_training(func, args, kwargs) \
                     and _any_requires_grad(args, kwargs):
                 raise UserError("exact_kinks(batch_dim=0): batch_norm in training mode mixes the "
                                 "samples of a batch; use eval mode or leave batch_dim=None")
