@@ -2,8 +2,10 @@
 
 For every claim that declares ``batched = True``, time its smoke config with S seeds as one
 batched computation and as S separate runs, in the same process, and check that both give
-identical metrics (bit for bit on CPU; wall-clock metrics aside). Timings are printed, never
-asserted.
+identical metrics (bit for bit on CPU; wall-clock metrics aside). First it checks whether
+``torch.bmm`` of S stacked small products gives each the bits it gets alone on this machine
+(where it does not, bit-identical claims cannot use one batched GEMM). Timings are printed,
+never asserted.
 
     python bench/seeds.py [--seeds 16] [--repeat 3] [--only ID ...]
 """
