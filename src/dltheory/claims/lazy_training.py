@@ -37,7 +37,7 @@ from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
 from dltheory.measure.lazy import relu_ntk_gram_infinite_width
-from dltheory.models import TwoLayer
+from dltheory.models import TwoLayer, seed_matmul
 
 _PROFILES = {
     "smoke": dict(n=10, d=4, steps=1500, widths=[64, 256, 1024]),
@@ -75,8 +75,8 @@ def h_infinity(X: torch.Tensor) -> torch.Tensor:
 def empirical_gram(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """H(t)_ij = (1/m) Σ_r x_iᵀx_j 1{w_rᵀx_i ≥ 0, w_rᵀx_j ≥ 0}: the NTK of the first layer
     with scale-free gradients (Du et al. 2019, eq. 5), shape (S, n, n)."""
-    active = (torch.matmul(X, W.mT) >= 0).to(X.dtype)  # (S, n, m)
-    return (X @ X.mT) * torch.matmul(active, active.mT) / W.shape[-2]
+    active = (seed_matmul(X, W.mT) >= 0).to(X.dtype)  # (S, n, m)
+    return seed_matmul(X, X.mT) * seed_matmul(active, active.mT) / W.shape[-2]
 
 
 def loglog_slope(widths: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
@@ -189,7 +189,7 @@ class LazyTraining(Claim):
 
         def measure() -> None:
             W64 = W.double()
-            h = torch.matmul(X64, W64.mT)
+            h = seed_matmul(X64, W64.mT)
             r = scale * (torch.relu(h) * a64[:, None, :]).sum(-1) - y64  # no batched GEMV
             loss_rows.append(0.5 * (r ** 2).sum(1))
             H = empirical_gram(X64, W64)
@@ -200,12 +200,12 @@ class LazyTraining(Claim):
         for t in range(steps):
             if t in marks:
                 measure()
-            h = torch.matmul(W, Xt)  # (S, m, n): w_rᵀx_i
+            h = seed_matmul(W, Xt)  # (S, m, n): w_rᵀx_i
             D = (h > 0).to(dtype)
             # (batched GEMV rounds differently with the number of seeds: multiply + sum)
             r = scale * (h * D * a[..., None]).sum(1) - y  # (S, n): u − y
             # ∂/∂w_r ½‖u − y‖² = scale · a_r Σ_i (u_i − y_i) 1{w_rᵀx_i > 0} x_i
-            W.addcmul_(torch.matmul(D, r[..., None] * X), coef)
+            W.addcmul_(seed_matmul(D, r[..., None] * X), coef)
         measure()
         lam_curve = torch.stack(lam_rows, 1).tolist()  # one host transfer per run
         loss_curve = torch.stack(loss_rows, 1).tolist()

@@ -28,7 +28,7 @@ from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.data import teacher_student
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
-from dltheory.models import TwoLayer
+from dltheory.models import TwoLayer, seed_matmul
 
 _PROFILES = {
     "smoke": dict(k0=10, widths=[5, 10, 20], d=5, n=200, batch=25, steps=4000, lrs=[2.0]),
@@ -117,16 +117,10 @@ class OverparamTeacherStudent(Claim):
         marks = sorted(set(np.unique(np.logspace(0, math.log10(steps), 30).astype(int)).tolist()))
         curve: list[list[float]] = [[] for _ in seeds]
 
-        def per_seed_mm(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-            """A @ B slice by slice, each GEMM on fresh copies: with matrices this small, a
-            batched GEMM (or one on a slice at an offset) picks kernels by batch size and
-            memory alignment, so one seed alone would not round as it does in the batch."""
-            return torch.stack([torch.mm(A[s].clone(), B[s].clone()) for s in range(len(A))])
-
         def predict(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """(pre-activations, outputs); the output layer is a multiply + sum (a batched
             GEMV rounds differently for one seed than for several)."""
-            h = per_seed_mm(x, W.mT)  # (S, n, k)
+            h = seed_matmul(x, W.mT)  # (S, n, k)
             return h, scale * (torch.relu(h) * a[:, None, :]).sum(-1)
 
         def relative_loss() -> torch.Tensor:
@@ -144,7 +138,7 @@ class OverparamTeacherStudent(Claim):
                 # SGD on ½ mean_B (f − y)² / Var(y):  ∂/∂w_r = scale · a_r 1[w_rᵀx > 0] r x
                 r = (out - target) / (var * B)
                 G = (h > 0) * r[..., None] * a[:, None, :]  # (S, B, k)
-                W.add_(per_seed_mm(G.mT, x), alpha=-config["lr"] * scale)
+                W.add_(seed_matmul(G.mT, x), alpha=-config["lr"] * scale)
                 t += 1
                 if t in marks:
                     for c, v in zip(curve, relative_loss().tolist()):

@@ -36,7 +36,7 @@ from dltheory.data import digits
 from dltheory.data.digits import N_DIGITS, PIXELS
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
-from dltheory.models import TwoLayer
+from dltheory.models import TwoLayer, seed_matmul
 
 _GRID = [1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256, 362, 512, 724, 1024]  # ≈ 2^(k/2)
 _PROFILES = {
@@ -217,9 +217,10 @@ def _train(net: TwoLayer, X: torch.Tensor, y: torch.Tensor, steps: int, lr: floa
     loss = torch.full((S,), math.nan, dtype=X.dtype, device=X.device)
 
     def predict(W, a):
-        # Contractions with a vector as broadcast-multiply + sum over the last axis: a batched
-        # GEMV's rounding depends on the number of seeds, this does not.
-        h = torch.matmul(X, W.mT)  # (S, n, m)
+        # GEMMs through seed_matmul, contractions with a vector as broadcast-multiply + sum
+        # over the last axis: a plain batched GEMM's or GEMV's rounding depends on the
+        # number of seeds, these do not.
+        h = seed_matmul(X, W.mT)  # (S, n, m)
         return h, scale * (torch.relu(h) * a[:, None, :]).sum(-1)
 
     for t in range(1, steps + 1):
@@ -227,7 +228,7 @@ def _train(net: TwoLayer, X: torch.Tensor, y: torch.Tensor, steps: int, lr: floa
         r = (out - y) / y.shape[1]  # ∂L/∂f
         # ∂L/∂a_r = scale Σ_i r_i relu(h_ir);  ∂L/∂w_r = scale a_r Σ_i r_i 1[h_ir > 0] x_i
         grad_a = scale * (torch.relu(h).mT * r[:, None, :]).sum(-1)
-        grad_W = scale * torch.matmul(((h > 0) * r[..., None] * a[:, None, :]).mT, X)
+        grad_W = scale * seed_matmul(((h > 0) * r[..., None] * a[:, None, :]).mT, X)
         a = a - lr * grad_a
         W = W - lr * grad_W
         if t % _CHECK_EVERY == 0 or t == steps:

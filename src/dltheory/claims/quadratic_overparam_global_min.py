@@ -33,6 +33,7 @@ import torch
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
+from dltheory.models import seed_matmul
 from dltheory.problems import QuadraticNetwork
 
 _PROFILES = {
@@ -117,8 +118,9 @@ class QuadraticOverparamGlobalMin(Claim):
         step = config["lr"] / kappa
         for _ in range(config["steps"]):
             # ∇L = (2/N) W Σ_i r_i x_i x_iᵀ + λW,  r_i = ‖W x_i‖² − y_i
-            r = (torch.matmul(X, W.mT) ** 2).sum(-1) - y
-            W = W - step * (2 / config["N"] * torch.matmul(W, torch.matmul((X * r[..., None]).mT, X))
+            # (GEMMs by seed_matmul: bit for bit what each seed gets alone)
+            r = (seed_matmul(X, W.mT) ** 2).sum(-1) - y
+            W = W - step * (2 / config["N"] * seed_matmul(W, seed_matmul((X * r[..., None]).mT, X))
                                     + lam * W)
         outcomes = []
         for k, (problem, X_test) in enumerate(problems):

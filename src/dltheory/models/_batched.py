@@ -54,6 +54,87 @@ def check_positive_int(name: str, value: int) -> int:
     return value
 
 
+# The CPU allocator's alignment, and what MKL's batched-GEMM kernels look at: on this
+# project's machines (oneMKL 2024, AVX2/AVX-512) ``?gemm_batch`` picks a kernel per item by
+# the item's memory alignment and layout, and splits items across threads when it has
+# several; ``?gemm`` on one matrix picks yet another kernel. Measured in
+# ``tests/models/test_seed_matmul.py`` and ``bench/seeds.py``.
+_ALIGN = 64
+# Products of at most this many multiply-adds skip the GEMM (the choice depends on the
+# shape alone, never on the number of seeds).
+_TINY = 512
+
+
+def _canonical(x: torch.Tensor, cols: int) -> torch.Tensor:
+    """``x`` of shape (S, r, c) copied to fresh row-major items of shape (r, cols), zero
+    columns appended, each item starting on an :data:`_ALIGN`-byte boundary."""
+    S, r, c = x.shape
+    q = _ALIGN // x.element_size()
+    size = r * cols
+    out = x.new_empty(S, -(-size // q) * q)[:, :size].view(S, r, cols)
+    if cols == c:
+        return out.copy_(x)
+    out[..., c:] = 0
+    out[..., :c] = x
+    return out
+
+
+def seed_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``A @ B`` over broadcast leading (seed) axes, slice ``k`` bit for bit what seed ``k``
+    alone gets from the same call, whatever the batch size and the slice's place in memory.
+
+    ``torch.bmm`` on CPU does not promise this: MKL's batched GEMM chooses its kernel by
+    each matrix's alignment and layout and, with several threads, how it splits the batch,
+    while a batch of one runs the unbatched GEMM. Here every product runs as one batched
+    GEMM (a lone matrix is paired with itself) on one thread, over fresh row-major copies
+    whose items all start on a 64-byte boundary; ``B`` gets zero columns so that the
+    output's items do too (a zero column is another output column: it changes no other
+    column's sum). The copies cost O(size) against the O(size · k) product and a Python
+    loop's per-seed overhead. On other devices (no bit-identity contract there) this is
+    ``torch.matmul``. Gradients through it are those of ``torch.bmm``, not batch-invariant.
+
+    >>> A, B = torch.randn(5, 50, 25), torch.randn(5, 25, 10)
+    >>> all(torch.equal(seed_matmul(A, B)[k], seed_matmul(A[k:k + 1].clone(), B[k:k + 1])[0])
+    ...     for k in range(5))
+    True
+    """
+    if A.dim() < 2 or B.dim() < 2 or A.shape[-1] != B.shape[-2]:
+        raise ShapeError(f"seed_matmul needs (..., m, k) @ (..., k, n), got {tuple(A.shape)} "
+                         f"@ {tuple(B.shape)}")
+    if (A.device.type != "cpu" or not A.dtype.is_floating_point or A.dtype != B.dtype
+            or 0 in A.shape or 0 in B.shape):
+        return torch.matmul(A, B)
+    (m, k), n = A.shape[-2:], B.shape[-1]
+    if m * k * n <= _TINY:
+        # A few hundred multiply-adds: one broadcast multiply and a sum over the contiguous
+        # last axis is batch-invariant too, and cheaper than the copies below.
+        return (A[..., :, None, :] * B.mT[..., None, :, :]).sum(-1)
+    if A.dim() == 3 and A.shape[:1] == B.shape[:1]:  # the usual call: one seed axis
+        lead = A.shape[:1]
+    else:
+        lead = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+        A = A.expand(*lead, m, k).reshape(-1, m, k)
+        B = B.expand(*lead, k, n).reshape(-1, k, n)
+    S = A.shape[0]
+    # Pad n so that m·n_pad elements fill whole 64-byte lines: then every output item is
+    # aligned as a lone matrix is.
+    step = (_ALIGN // A.element_size()) // math.gcd(m, _ALIGN // A.element_size())
+    A, B = _canonical(A, k), _canonical(B, -(-n // step) * step)
+    if S == 1:
+        A, B = A.expand(2, m, k), B.expand(2, *B.shape[1:])
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        C = torch.bmm(A, B)
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+    C = C[:S] if S == 1 else C
+    C = C if C.shape[2] == n else C[..., :n]
+    return C if len(lead) == 1 else C.reshape(*lead, m, n)
+
+
 class SeedBatched(nn.Module):
     """Base of the seed-batched models: input checks, per-seed draws, one seed's copy.
 

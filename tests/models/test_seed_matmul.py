@@ -1,0 +1,64 @@
+"""``seed_matmul``: one batched GEMM whose every slice is bit for bit its one-seed run.
+
+Plain ``torch.bmm`` fails this on the project's CPUs (``bench/seeds.py`` prints by how
+much); these tests would fail if the alignment, layout, pairing or thread cap of
+``seed_matmul`` were dropped.
+"""
+
+import random
+
+import pytest
+import torch
+
+from dltheory.errors import ShapeError
+from dltheory.models._batched import seed_matmul
+
+_RNG = random.Random(0)
+# The small models' shapes (teacher-student's minibatch × input × width and its update),
+# then random ones, some with unit sides.
+SHAPES = [(25, 5, 20), (50, 10, 25), (50, 10, 75), (200, 10, 100), (1, 79, 64), (7, 1, 3),
+          (64, 64, 1)] + [tuple(_RNG.randint(1, 120) for _ in range(3)) for _ in range(25)]
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_slice_is_its_one_seed_run(dtype, threads):
+    gen = torch.Generator().manual_seed(1)
+    S = 17
+    for b, d, k in SHAPES:
+        A = torch.randn(S, b, d, generator=gen, dtype=dtype)
+        W = torch.randn(S, k, d, generator=gen, dtype=dtype)
+        G = torch.randn(S, b, k, generator=gen, dtype=dtype)
+        # x·Wᵀ (a transposed right factor) and Gᵀ·x (a transposed left factor)
+        for left, right in ((A, W.mT), (G.mT, A)):
+            together = seed_matmul(left, right)
+            exact = torch.matmul(left.double(), right.double())
+            torch.testing.assert_close(together.double(), exact, rtol=1e-4, atol=1e-4)
+            assert torch.get_num_threads() == threads
+            for start, count in ((0, 1), (1, 1), (5, 1), (5, 2), (3, 3), (1, 16)):
+                # fresh copies (aligned as a lone run's tensors) and views at an offset
+                for part_l, part_r in ((left[start:start + count].clone(),
+                                        right[start:start + count].clone()),
+                                       (left[start:start + count], right[start:start + count])):
+                    alone = seed_matmul(part_l, part_r)
+                    assert torch.equal(alone, together[start:start + count]), \
+                        (b, d, k, start, count)
+
+
+def test_broadcast_leading_axes_and_shapes():
+    A = torch.randn(3, 4, 5, dtype=torch.float64)
+    B = torch.randn(5, 6, dtype=torch.float64)
+    torch.testing.assert_close(seed_matmul(A, B), A @ B)
+    C = torch.randn(2, 1, 4, 5, dtype=torch.float64)
+    D = torch.randn(3, 5, 2, dtype=torch.float64)
+    assert seed_matmul(C, D).shape == (2, 3, 4, 2)
+    torch.testing.assert_close(seed_matmul(C, D), C @ D)
+    with pytest.raises(ShapeError, match="seed_matmul needs"):
+        seed_matmul(A, torch.randn(4, 6, dtype=torch.float64))
