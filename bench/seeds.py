@@ -3,9 +3,9 @@
 For every claim that declares ``batched = True``, time its smoke config with S seeds as one
 batched computation and as S separate runs, in the same process, and check that both give
 identical metrics (bit for bit on CPU; wall-clock metrics aside). First it checks whether
-``torch.bmm`` of S stacked small products gives each the bits it gets alone on this machine
-(where it does not, bit-identical claims cannot use one batched GEMM). Timings are printed,
-never asserted.
+``torch.bmm`` of S stacked small products gives each the bits it gets alone on this machine,
+and whether :func:`dltheory.models.seed_matmul` (the batched GEMM the claims use) does.
+Timings are printed, never asserted.
 
     python bench/seeds.py [--seeds 16] [--repeat 3] [--only ID ...]
 """
@@ -19,6 +19,7 @@ import time
 import torch
 
 from dltheory.claims import all_claims
+from dltheory.models import seed_matmul
 
 
 def _timeless(claim, metrics: dict) -> dict:
@@ -39,10 +40,10 @@ def _best(fn, repeat: int) -> float:
 _GEMM_SHAPES = ((25, 5, 20), (50, 10, 25), (50, 10, 75), (50, 10, 200), (200, 10, 100))
 
 
-def bmm_batch_invariance(seeds: int = 16) -> list[str]:
-    """The products for which ``torch.bmm`` of ``seeds`` stacked matrices does not give each
-    slice the bits it gets in a bmm of one: where it does not, a claim that must match its
-    unbatched run bit for bit multiplies seed by seed, which caps its batching speed-up."""
+def bmm_batch_invariance(seeds: int = 16, bmm=torch.bmm) -> list[str]:
+    """The products for which ``bmm`` of ``seeds`` stacked matrices does not give each
+    slice the bits it gets in a ``bmm`` of one (on a fresh copy): where plain ``torch.bmm``
+    does not, a claim that must match its unbatched run bit for bit cannot use it."""
     gen = torch.Generator().manual_seed(0)
     differ = []
     for dtype in (torch.float32, torch.float64):
@@ -51,8 +52,8 @@ def bmm_batch_invariance(seeds: int = 16) -> list[str]:
             W = torch.randn(seeds, k, d, generator=gen, dtype=dtype)
             G = torch.randn(seeds, b, k, generator=gen, dtype=dtype)
             for name, left, right in (("x·Wᵀ", A, W.mT), ("Gᵀ·x", G.mT, A)):
-                together = torch.bmm(left, right)
-                alone = [torch.bmm(left[s:s + 1].clone(), right[s:s + 1].clone())[0] for s in range(seeds)]
+                together = bmm(left, right)
+                alone = [bmm(left[s:s + 1].clone(), right[s:s + 1].clone())[0] for s in range(seeds)]
                 if not all(torch.equal(together[s], one) for s, one in enumerate(alone)):
                     differ.append(f"{str(dtype).removeprefix('torch.')} {name} b={b} d={d} k={k}")
     return differ
@@ -67,12 +68,12 @@ def main() -> None:
     seeds = list(range(args.seeds))
     print(f"# seed batching — torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, {args.seeds} seeds, best of {args.repeat}")
-    differ = bmm_batch_invariance(args.seeds)
-    print(f"# torch.bmm of {args.seeds} stacked products vs each alone: "
-          + ("bit-identical for every shape tried" if not differ else
-             f"differs for {len(differ)} of {4 * len(_GEMM_SHAPES)} products ({'; '.join(differ[:3])}"
-             f"{' …' if len(differ) > 3 else ''}) — claims that must match their unbatched run bit "
-             "for bit multiply such products seed by seed"))
+    for name, bmm in (("torch.bmm", torch.bmm), ("seed_matmul", seed_matmul)):
+        differ = bmm_batch_invariance(args.seeds, bmm)
+        print(f"# {name} of {args.seeds} stacked products vs each alone: "
+              + ("bit-identical for every shape tried" if not differ else
+                 f"differs for {len(differ)} of {4 * len(_GEMM_SHAPES)} products "
+                 f"({'; '.join(differ[:3])}{' …' if len(differ) > 3 else ''})"))
     print(f"{'claim':40s} {'batched runs/s':>15s} {'loop runs/s':>12s} {'speed-up':>9s}  identical")
     for claim_id, claim in all_claims().items():
         if not claim.batched or (args.only and claim_id not in args.only):

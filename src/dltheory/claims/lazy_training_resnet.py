@@ -36,7 +36,7 @@ from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.claims.lazy_training import loglog_slope
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
-from dltheory.models import ResNet
+from dltheory.models import ResNet, seed_matmul
 
 _PROFILES = {
     "smoke": dict(n=6, d=4, depth=3, steps=150, widths=[16, 64, 256]),
@@ -124,10 +124,10 @@ class LazyTrainingResNet(Claim):
     def forward(net: ResNet, W_in: torch.Tensor, W: torch.Tensor, a: torch.Tensor,
                 X: torch.Tensor) -> torch.Tensor:
         """``net``'s forward pass with the weights given (any dtype), outputs (S, n)."""
-        h = math.sqrt(net.c_sigma / net.m) * net.sigma(torch.matmul(X, W_in.mT))
+        h = math.sqrt(net.c_sigma / net.m) * net.sigma(seed_matmul(X, W_in.mT))
         branch = net.c_res / (net.depth * math.sqrt(net.m))
         for layer in range(net.depth - 1):
-            h = h + branch * net.sigma(torch.matmul(h, W[:, layer].mT))
+            h = h + branch * net.sigma(seed_matmul(h, W[:, layer].mT))
         return (h * a[:, None, :]).sum(-1)
 
     @staticmethod
@@ -139,10 +139,10 @@ class LazyTrainingResNet(Claim):
         factors per layer, loss per seed)."""
         c1 = math.sqrt(net.c_sigma / net.m)
         branch = net.c_res / (net.depth * math.sqrt(net.m))
-        z1 = torch.matmul(X, W_in.mT)
+        z1 = seed_matmul(X, W_in.mT)
         hs, zs = [c1 * net.sigma(z1)], []
         for W_l in Ws:
-            zs.append(torch.matmul(hs[-1], W_l.mT))
+            zs.append(seed_matmul(hs[-1], W_l.mT))
             hs.append(hs[-1] + branch * net.sigma(zs[-1]))
         r = (hs[-1] * a[:, None, :]).sum(-1) - y
         delta = r[..., None] * a[:, None, :]  # ∂/∂x⁽ᴸ⁾, (S, n, m)
@@ -151,7 +151,7 @@ class LazyTrainingResNet(Claim):
             # softplus' = sigmoid (σ is softplus: Du et al.'s smooth activation)
             e = branch * delta * torch.sigmoid(zs[layer])
             factors[layer] = (e, hs[layer])
-            delta = delta + torch.matmul(e, Ws[layer])
+            delta = delta + seed_matmul(e, Ws[layer])
         e1 = c1 * delta * torch.sigmoid(z1)
         return (e1, X), factors, 0.5 * (r ** 2).sum(1)
 
@@ -173,7 +173,7 @@ class LazyTrainingResNet(Claim):
             g_in, g = torch.autograd.grad(u[:, i].sum(), (w_in, w), retain_graph=i < n - 1)
             rows.append(torch.cat([g_in.flatten(1), g.flatten(1)], 1))
         J = torch.stack(rows, 1)  # (S, n, P)
-        K0 = torch.matmul(J, J.mT)
+        K0 = seed_matmul(J, J.mT)
         eta = 1 / torch.linalg.eigvalsh(K0)[:, -1]
         del J, rows
         # Mean-field control: output ×1/√m, step ×m (Chizat et al.'s α = m^{-1/2}).
@@ -187,10 +187,11 @@ class LazyTrainingResNet(Claim):
         losses = [0.5 * ((u.detach() * out_scale - y64) ** 2).sum(1)]
         for _ in range(steps):
             g_in, gs, _ = self.gradients(net, w_in, ws, a, X, y)
-            # W ← W − η ∇W, fused into the gradient's batched GEMM (η scales the thin factor).
+            # W ← W − η ∇W (η scales the thin factor). Every GEMM goes through seed_matmul:
+            # a plain batched GEMM's float32 rounding depends on the batch count here.
             for W_l, (left, right) in zip(ws, gs):
-                W_l.baddbmm_((lr * left).mT, right, alpha=-1)
-            w_in.baddbmm_((lr * g_in[0]).mT, g_in[1], alpha=-1)
+                W_l.sub_(seed_matmul((lr * left).mT, right))
+            w_in.sub_(seed_matmul((lr * g_in[0]).mT, g_in[1]))
         W_in_T, W_T = w_in.double(), torch.stack(ws, 1).double()
         with torch.no_grad():
             r = self.forward(net, W_in_T, W_T, a64 * out_scale, X64) - y64

@@ -66,16 +66,20 @@ _TINY = 512
 
 
 def _canonical(x: torch.Tensor, cols: int) -> torch.Tensor:
-    """``x`` of shape (S, r, c) copied to fresh row-major items of shape (r, cols), zero
-    columns appended, each item starting on an :data:`_ALIGN`-byte boundary."""
+    """``x`` of shape (S, r, c) as row-major items of shape (r, cols), zero columns appended,
+    each item starting on an :data:`_ALIGN`-byte boundary: ``x`` itself when it already is
+    (at offset 0 of its storage, as a fresh tensor is), else a fresh copy."""
     S, r, c = x.shape
     q = _ALIGN // x.element_size()
-    size = r * cols
-    out = x.new_empty(S, -(-size // q) * q)[:, :size].view(S, r, cols)
+    stride = -(-(r * cols) // q) * q
+    if (cols == c and x.stride() == (stride, c, 1) and x.storage_offset() == 0
+            and x.data_ptr() % _ALIGN == 0):
+        return x
+    out = torch.empty_strided((S, r, cols), (stride, cols, 1), dtype=x.dtype, device=x.device)
     if cols == c:
         return out.copy_(x)
-    out[..., c:] = 0
-    out[..., :c] = x
+    out.narrow(2, c, cols - c).zero_()
+    out.narrow(2, 0, c).copy_(x)
     return out
 
 
