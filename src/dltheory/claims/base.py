@@ -117,9 +117,9 @@ class Claim:
         A batched claim must give every seed exactly the numbers it gets alone
         (``run_batch(c, seeds)[i] == run_batch(c, [seeds[i]])[0]``, bit for bit on CPU): the
         engine may split seeds across workers, and resuming may rerun only some of them.
-        Multiply stacked matrices with :func:`dltheory.models.seed_matmul`, not
-        ``torch.bmm``/``matmul``/``einsum``, whose CPU kernels round by batch size and
-        alignment.
+        Multiply stacked matrices with :func:`dltheory.models.seed_matmul` (or a broadcast
+        multiply and a sum over the last axis), not plain ``torch.bmm``/``matmul``/``einsum``,
+        whose CPU kernels round by batch size and alignment.
     timings : names of metrics that are wall-clock measurements: never equal twice, so left
         out wherever runs are compared number for number.
     """

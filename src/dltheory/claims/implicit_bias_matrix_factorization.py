@@ -44,7 +44,6 @@ from dltheory.claims._implicit_bias import log_checkpoints
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
-from dltheory.models import seed_matmul
 from dltheory.problems import MatrixSensing, QuadraticNetwork
 from dltheory.reference import min_nuclear_norm
 
@@ -97,12 +96,8 @@ def sensing_gradient(S: torch.Tensor, y: torch.Tensor, U: torch.Tensor) -> tuple
     U (B, K, n, n) — K factors (one per α) share one problem; returns r (B, K, m) and
     ∇f (B, K, n, n).
     """
-    B, m, n, _ = S.shape
-    flat = S.reshape(B, m, n * n)
-    # GEMMs by seed_matmul: a batched GEMM (einsum's too) rounds one problem differently
-    # with other problems beside it
-    r = seed_matmul(seed_matmul(U, U.mT).reshape(B, -1, n * n), flat.mT) - y[:, None, :]
-    return r, (2.0 / m) * seed_matmul(seed_matmul(r, flat).reshape(U.shape), U)
+    r = torch.einsum("bmij,bkij->bkm", S, U @ U.mT) - y[:, None, :]
+    return r, (2.0 / S.shape[1]) * torch.einsum("bkm,bmij->bkij", r, S) @ U
 
 
 def _psd_factor(M: np.ndarray) -> torch.Tensor:

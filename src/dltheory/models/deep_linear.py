@@ -6,9 +6,11 @@ with balanced layers (``W_{j+1}ᵀW_{j+1} = W_j W_jᵀ``) the end-to-end matrix 
 preconditioned gradient step (Arora, Cohen, Hazan 2018, Theorem 1) that no regularizer
 can produce (their Theorem 3).
 
-Every product of this module goes through :func:`dltheory.models.seed_matmul`: a batched
-GEMM whose slice ``k`` is bit for bit what seed ``k`` alone gets, so a seed's numbers do
-not depend on its batch-mates (the claim contract, see :class:`dltheory.claims.base.Claim`).
+Every product of this module is a broadcast multiply and a sum over the contiguous last
+axis, not a batched GEMM: BLAS may pick another kernel for another batch size, and a
+seed's numbers must not depend on its batch-mates (the claim contract, see
+:class:`dltheory.claims.base.Claim`). At the sizes of the theory (widths ≲ 100) this costs
+little.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from dltheory.errors import ConfigError, ShapeError
-from dltheory.models._batched import SeedBatched, check_positive_int, seed_matmul
+from dltheory.models._batched import SeedBatched, check_positive_int
 
 INITS = ("balanced", "gaussian")
 
@@ -29,9 +31,9 @@ def matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """``A @ B`` over broadcast leading axes, each product independent of the others.
 
     Bit for bit, slice ``k`` of the result equals ``matmul(A[k], B[k])`` whatever the
-    batch size (a plain batched GEMM does not promise this on CPU): :func:`seed_matmul`.
+    batch size (a batched GEMM does not promise this on CPU).
     """
-    return seed_matmul(A, B)
+    return (A[..., :, None, :] * B.mT[..., None, :, :]).sum(-1)
 
 
 def psd_power(A: torch.Tensor, power: float) -> torch.Tensor:
