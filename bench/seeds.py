@@ -35,8 +35,8 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
-# (batch, rows, inner, cols) of products like the small models' (teacher-student's
-# minibatch × input × width, and its weight update)
+# (b, d, k) = (minibatch, input, width) of products like teacher-student's: x·Wᵀ is
+# (b × d)(d × k), its weight update Gᵀ·x is (k × b)(b × d)
 _GEMM_SHAPES = ((25, 5, 20), (50, 10, 25), (50, 10, 75), (50, 10, 200), (200, 10, 100))
 
 

@@ -1,8 +1,11 @@
 """``seed_matmul``: one batched GEMM whose every slice is bit for bit its one-seed run.
 
 Plain ``torch.bmm`` fails this on the project's CPUs (``bench/seeds.py`` prints by how
-much); these tests would fail if the alignment, layout, pairing or thread cap of
-``seed_matmul`` were dropped.
+much). Each ingredient of ``seed_matmul`` is needed here, checked by removing it on this
+machine (oneMKL 2024): without pairing a lone matrix with itself, or without the zero
+columns that align the output, every case fails; without 64-byte items, float64 fails;
+without the one-thread cap, float64 at 4 threads fails (the thread count set, not the cores
+present, decides how MKL splits the batch, so 4 threads test it on a 2-core machine too).
 """
 
 import random
@@ -20,7 +23,7 @@ SHAPES = [(25, 5, 20), (50, 10, 25), (50, 10, 75), (200, 10, 100), (1, 79, 64), 
           (64, 64, 1)] + [tuple(_RNG.randint(1, 120) for _ in range(3)) for _ in range(25)]
 
 
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+@pytest.fixture(params=[1, 2, 4], ids=["1-thread", "2-threads", "4-threads"])
 def threads(request):
     before = torch.get_num_threads()
     torch.set_num_threads(request.param)
@@ -40,7 +43,8 @@ def test_every_slice_is_its_one_seed_run(dtype, threads):
         for left, right in ((A, W.mT), (G.mT, A)):
             together = seed_matmul(left, right)
             exact = torch.matmul(left.double(), right.double())
-            torch.testing.assert_close(together.double(), exact, rtol=1e-4, atol=1e-4)
+            tol = 1e-4 if dtype == torch.float32 else 1e-12
+            torch.testing.assert_close(together.double(), exact, rtol=tol, atol=tol)
             assert torch.get_num_threads() == threads
             for start, count in ((0, 1), (1, 1), (5, 1), (5, 2), (3, 3), (1, 16)):
                 # fresh copies (aligned as a lone run's tensors) and views at an offset
@@ -62,3 +66,5 @@ def test_broadcast_leading_axes_and_shapes():
     torch.testing.assert_close(seed_matmul(C, D), C @ D)
     with pytest.raises(ShapeError, match="seed_matmul needs"):
         seed_matmul(A, torch.randn(4, 6, dtype=torch.float64))
+    with pytest.raises(ShapeError, match="one dtype"):
+        seed_matmul(A, B.float())

@@ -66,6 +66,13 @@ _ALIGN = 64
 _TINY = 1024
 
 
+def broadcast_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``A @ B`` over broadcast leading axes as one broadcast multiply and a sum over the
+    contiguous last axis: slice ``k`` is bit for bit ``broadcast_matmul(A[k], B[k])``
+    whatever the batch size. Memory ``(..., m, n, k)``: for small factors only."""
+    return (A[..., :, None, :] * B.mT[..., None, :, :]).sum(-1)
+
+
 def _transposed(x: torch.Tensor) -> bool:
     """Whether ``x`` (S, r, c) holds column-major items (``x.mT`` row-major): kept so, a
     transposed factor costs no transposing copy. Decided by how the caller built ``x``,
@@ -114,32 +121,27 @@ def seed_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     a sum over the contiguous last axis instead, also batch-invariant.
 
     Cost: 20–50 µs of copies and calls per product on top of the GEMM, which plain
-    ``torch.matmul`` does not pay. Where a Python loop over seeds was the alternative
-    (teacher-student) 16 seeds run 2.4× faster; where a plain batched GEMM was (lazy
-    training, width threshold, quadratic net) their smoke and quick configs, a few
-    thousand multiply-adds per product, run 1.2–2× slower: the price of the guarantee,
-    which plain GEMMs meet only for the shapes a test happens to try. ``_TINY`` (the
-    broadcast-sum cut-off) is fixed by the shape alone: a cut-off that looked at the
-    number of seeds would give a seed alone other bits. On other
-    devices (no bit-identity contract there) this is ``torch.matmul``. Gradients through it
-    are those of ``torch.bmm``, not batch-invariant.
+    ``torch.matmul`` does not pay. Measured at 16 seeds on smoke configs (README, Scaling):
+    teacher-student, which looped over seeds before, 2.3 s → 0.9 s; lazy training, its
+    ResNet and the quadratic net, which used plain batched GEMMs (bit-identical only at the
+    shapes their tests try), 1.4–1.5× slower; width threshold unchanged. ``_TINY`` is fixed
+    by the shape alone: a cut-off that looked at the number of seeds would give a seed
+    alone other bits. On other devices (no bit-identity contract there) this is
+    ``torch.matmul``. Gradients through it are those of ``torch.bmm``, not batch-invariant.
 
     >>> A, B = torch.randn(5, 50, 25), torch.randn(5, 25, 10)
     >>> all(torch.equal(seed_matmul(A, B)[k], seed_matmul(A[k:k + 1].clone(), B[k:k + 1])[0])
     ...     for k in range(5))
     True
     """
-    if A.dim() < 2 or B.dim() < 2 or A.shape[-1] != B.shape[-2]:
-        raise ShapeError(f"seed_matmul needs (..., m, k) @ (..., k, n), got {tuple(A.shape)} "
-                         f"@ {tuple(B.shape)}")
-    if (A.device.type != "cpu" or not A.dtype.is_floating_point or A.dtype != B.dtype
-            or 0 in A.shape or 0 in B.shape):
+    if A.dim() < 2 or B.dim() < 2 or A.shape[-1] != B.shape[-2] or A.dtype != B.dtype:
+        raise ShapeError(f"seed_matmul needs (..., m, k) @ (..., k, n) of one dtype, got "
+                         f"{tuple(A.shape)} {A.dtype} @ {tuple(B.shape)} {B.dtype}")
+    if A.device.type != "cpu" or not A.dtype.is_floating_point or 0 in A.shape or 0 in B.shape:
         return torch.matmul(A, B)
     (m, k), n = A.shape[-2:], B.shape[-1]
-    if m * k * n <= _TINY:
-        # A few hundred multiply-adds: one broadcast multiply and a sum over the contiguous
-        # last axis is batch-invariant too, and cheaper than the copies below.
-        return (A[..., :, None, :] * B.mT[..., None, :, :]).sum(-1)
+    if m * k * n <= _TINY:  # batch-invariant too, and cheaper than the copies below
+        return broadcast_matmul(A, B)
     if A.dim() == 3 and A.shape[:1] == B.shape[:1]:  # the usual call: one seed axis
         lead = A.shape[:1]
     else:
