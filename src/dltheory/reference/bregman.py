@@ -25,6 +25,7 @@ Ghai, Hazan, Singer, "Exponentiated gradient meets gradient descent", ALT 2020 (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -185,6 +186,28 @@ def _polish(psi: _Potential, X, y, theta0, nu, steps: int = 20) -> np.ndarray:
     return nu
 
 
+@lru_cache(maxsize=32)
+def _dual_problem(psi: _Potential, n: int, d: int):
+    """The dual (D) for data of shape (n, d), with X, y, θ₀ as cvxpy Parameters.
+
+    Built once per potential and shape (DPP), so each further solve skips canonicalization:
+    70% of a 10 × 40 solve's time, paid once per seed and potential in a mirror-descent sweep.
+    """
+    import cvxpy as cp
+
+    X, y, theta0 = cp.Parameter((n, d)), cp.Parameter(n), cp.Parameter(d)
+    nu = cp.Variable(n)
+    problem = cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu)))
+    # The first solve of a DPP problem canonicalizes by another path than later solves and
+    # returns an answer differing in the last bits; solve a trivial instance (Xw = y at w = 1:
+    # X the first n coordinates) once so every real solve takes the same, cached path.
+    X.value = np.eye(n, d)
+    y.value = np.ones(n)
+    theta0.value = psi.mirror_map(np.full(d, 0.5))
+    solve(problem, "min_bregman_interpolation", nu)
+    return problem, (X, y, theta0), nu
+
+
 def min_bregman_interpolation(X, y, w0, potential: str = "entropy", *, p: float | None = None,
                               beta: float | None = None, tol: float = 1e-7) -> BregmanSolution:
     """The interpolating ``w`` closest to ``w0`` in the Bregman divergence of ``potential``.
@@ -211,8 +234,6 @@ def min_bregman_interpolation(X, y, w0, potential: str = "entropy", *, p: float 
     >>> np.round(sol.w, 6).tolist()  # KL projection onto the simplex: normalization
     [0.25, 0.5, 0.25]
     """
-    import cvxpy as cp
-
     psi = _potential(potential, p, beta)
     X, y, w0 = _numpy("X", X), _numpy("y", y), _numpy("w0", w0)
     if X.ndim != 2 or y.shape != (X.shape[0],) or w0.shape != (X.shape[1],):
@@ -222,8 +243,8 @@ def min_bregman_interpolation(X, y, w0, potential: str = "entropy", *, p: float 
     if message:
         raise ShapeError(f"min_bregman_interpolation: {message}")
     theta0 = psi.mirror_map(w0)
-    nu = cp.Variable(X.shape[0])
-    problem = cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu)))
+    problem, (X_param, y_param, theta0_param), nu = _dual_problem(psi, *X.shape)
+    X_param.value, y_param.value, theta0_param.value = X, y, theta0
     solve(problem, "min_bregman_interpolation", nu,
           infeasible=f"no solution of Xw = y lies in the domain of the {psi.name} potential "
                      "(the dual is {status})")
