@@ -374,3 +374,33 @@ def test_minimize_reports_divergence_instead_of_raising():
 @pytest.mark.parametrize("module", ["dltheory.optim.gd", "dltheory.optim.driver"])
 def test_docstring_examples_run(module):
     assert doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_noisy_gd_with_one_generator_per_row_steps_each_row_as_its_own_run():
+    # parameters stacked over 3 seeds, row s drawing from generator s, give each seed the
+    # bits it gets alone with one optimizer and its own generator
+    a0 = torch.randn(3, 7, generator=_gen(20), dtype=DTYPE)
+    W0 = torch.randn(3, 7, 2, generator=_gen(21), dtype=DTYPE)
+
+    def loss(a, W):
+        return (a.sin() * W.pow(2).sum(-1)).sum()
+
+    a, W = a0.clone().requires_grad_(), W0.clone().requires_grad_()
+    opt = NoisyGD([a, W], lr=0.1, beta=3.0, generator=[_gen(30 + s) for s in range(3)])
+    for _ in range(5):
+        opt.zero_grad()
+        loss(a, W).backward()
+        opt.step()
+    for s in range(3):
+        a_s, W_s = a0[s].clone().requires_grad_(), W0[s].clone().requires_grad_()
+        alone = NoisyGD([a_s, W_s], lr=0.1, beta=3.0, generator=_gen(30 + s))
+        for _ in range(5):
+            alone.zero_grad()
+            loss(a_s, W_s).backward()
+            alone.step()
+        assert torch.equal(a[s], a_s) and torch.equal(W[s], W_s), s
+    with pytest.raises(ValueError, match="3 generators need every parameter stacked over 3 rows"):
+        NoisyGD([torch.zeros(2, 5, requires_grad=True)], lr=0.1, beta=1.0,
+                generator=[_gen(s) for s in range(3)])
+    with pytest.raises(ValueError, match="Invalid generator"):
+        NoisyGD([a], lr=0.1, beta=1.0, generator=[_gen(0), 7, _gen(1)])

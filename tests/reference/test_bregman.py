@@ -70,3 +70,19 @@ def test_infeasible_and_bad_inputs_are_clear_errors():
         min_bregman_interpolation(np.ones((1, 2)), np.array([1.0]), np.ones(2), "lp")
     with pytest.raises(ShapeError, match="needs X"):
         min_bregman_interpolation(np.ones((1, 2)), np.array([1.0, 2.0]), np.ones(2))
+
+
+@pytest.mark.parametrize("potential, kw", [("entropy", {}), ("lp", dict(p=1.5)),
+                                           ("hypentropy", dict(beta=0.3))])
+def test_cached_problem_gives_the_same_bits_first_and_after_other_solves(potential, kw):
+    # the dual is built once per shape (DPP); a seed's answer must not depend on whether its
+    # solve was the first of that shape or followed others (batched vs looped seeds)
+    from dltheory.reference.bregman import _dual_problem
+
+    X, y, w0 = _problem(3)
+    X2, y2, _ = _problem(4)
+    _dual_problem.cache_clear()
+    first = min_bregman_interpolation(X, y, w0, potential, **kw)
+    min_bregman_interpolation(X2, y2, w0, potential, **kw)
+    again = min_bregman_interpolation(X, y, w0, potential, **kw)
+    assert np.array_equal(first.w, again.w) and first.divergence == again.divergence

@@ -69,3 +69,15 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ShapeError, match="shape"):
         relu_max_margin(_circle(4, 0), np.ones(3))
     assert math.isfinite(relu_lasso(_circle(4, 0), np.ones(4), 0.1, 36).objective)
+
+
+def test_cached_lasso_gives_the_same_bits_first_and_after_other_solves():
+    from dltheory.reference.relu_measure import _lasso
+
+    X, X2 = _circle(12, 5), _circle(12, 6)
+    y, y2 = np.maximum(X[:, 0], 0.0), np.maximum(X2[:, 1], 0.0)
+    _lasso.cache_clear()
+    first = relu_lasso(X, y, 1e-2, 180)
+    relu_lasso(X2, y2, 1e-2, 180)
+    again = relu_lasso(X, y, 1e-2, 180)
+    assert np.array_equal(first.coef, again.coef) and first.lower_bound == again.lower_bound

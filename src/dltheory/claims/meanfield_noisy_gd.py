@@ -27,7 +27,7 @@ starts with all m particles on two random directions (half (a, w) = (1, u(ψ₁)
 the temperature biases F by about (#coordinates per particle)/(2β) = 3/(2β), ≈ 1.5e-6 at
 β₁ = 1e6; the figure shows the gap tracking it); the control is noiseless GD
 (:class:`dltheory.optim.GD`) from the same initialization and step. Seeds are batched
-(stacked particles, one NoisyGD per seed drawing from that seed's generator).
+(stacked particles, one NoisyGD drawing each seed's noise from that seed's generator).
 """
 
 from __future__ import annotations
@@ -140,29 +140,28 @@ class MeanfieldNoisyGD(Claim):
         marks = np.unique(np.linspace(0, T, config["checkpoints"] + 1).round().astype(int))[1:]
         finals, curves = {}, [{"t": [int(t) for t in marks]} for _ in seeds]
         for name in ("noisy", "control"):
-            a = [i[2].clone().requires_grad_() for i in inst]
-            W = [i[3].clone().requires_grad_() for i in inst]
+            # One leaf per parameter, stacked over seeds, and one optimizer: NoisyGD draws row
+            # s's noise from seed s's generator, the noise that seed draws alone.
+            a = torch.stack([i[2] for i in inst]).requires_grad_()  # (S, m)
+            W = torch.stack([i[3] for i in inst]).requires_grad_()  # (S, m, 2)
             if name == "noisy":
-                opts = [NoisyGD([a_s, W_s], lr=config["lr"], beta=config["beta0"], generator=i[4])
-                        for a_s, W_s, i in zip(a, W, inst)]
+                opt = NoisyGD([a, W], lr=config["lr"], beta=config["beta0"],
+                              generator=[i[4] for i in inst])
             else:
-                opts = [GD([a_s, W_s], lr=config["lr"]) for a_s, W_s in zip(a, W)]
+                opt = GD([a, W], lr=config["lr"])
             F_marks, t = [], 0
             for mark in marks:
                 for step in range(t, mark):
-                    beta = config["beta0"] * (config["beta1"] / config["beta0"]) ** (step / (T - 1))
-                    F = _objective(torch.stack(a), torch.stack(W), X, y, lam)
-                    for opt in opts:
-                        opt.zero_grad()
-                        if name == "noisy":
-                            opt.param_groups[0]["beta"] = beta
+                    if name == "noisy":
+                        opt.param_groups[0]["beta"] = (
+                            config["beta0"] * (config["beta1"] / config["beta0"]) ** (step / (T - 1)))
+                    opt.zero_grad()
                     # m·F: each particle moves at the mean-field time scale (MMN eq. 6)
-                    (m * F.sum()).backward()
-                    for opt in opts:
-                        opt.step()
+                    (m * _objective(a, W, X, y, lam).sum()).backward()
+                    opt.step()
                 t = mark
                 with torch.no_grad():
-                    F_marks.append(_objective(torch.stack(a), torch.stack(W), X, y, lam).cpu())
+                    F_marks.append(_objective(a, W, X, y, lam).cpu())
             finals[name] = torch.stack(F_marks)  # (checkpoints, S)
             with torch.no_grad():
                 if name == "noisy":

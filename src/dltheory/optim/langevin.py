@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch.optim import Optimizer
@@ -24,7 +25,11 @@ class NoisyGD(Optimizer):
     params : iterable of tensors or parameter groups.
     lr : step size η ≥ 0.
     beta : inverse temperature β > 0 (``float("inf")`` is not allowed: use :class:`GD`).
-    generator : the ``torch.Generator`` the noise is drawn from (on the parameters' device).
+    generator : the ``torch.Generator`` the noise is drawn from (on the parameters' device),
+        or a list of S generators for parameters stacked over S independent runs (seeds)
+        along their first axis: row s's noise is then drawn from generator s, with the shape
+        of one row, so it is bit for bit the noise that run draws alone with its own
+        generator and one optimizer (the batched seeds of a claim need this).
 
     References
     ----------
@@ -35,12 +40,28 @@ class NoisyGD(Optimizer):
     networks", PNAS 2018 (noisy GD on the particles of a two-layer network).
     """
 
-    def __init__(self, params, lr: float, beta: float, *, generator: torch.Generator):
+    def __init__(self, params, lr: float, beta: float, *,
+                 generator: torch.Generator | Sequence[torch.Generator]):
         _check_nonnegative("learning rate", lr)
         _check_positive("inverse temperature beta", beta)
-        _check_generator(generator)
-        self.generator = generator
+        per_row = isinstance(generator, (list, tuple))
+        for g in generator if per_row else [generator]:
+            _check_generator(g)
+        self.generator = list(generator) if per_row else generator
         super().__init__(params, dict(lr=lr, beta=beta))
+        if per_row:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.dim() == 0 or p.shape[0] != len(self.generator):
+                        raise ValueError(f"NoisyGD: {len(self.generator)} generators need every "
+                                         f"parameter stacked over {len(self.generator)} rows "
+                                         f"(got shape {tuple(p.shape)})")
+
+    def _noise(self, p: torch.Tensor) -> torch.Tensor:
+        kw = dict(dtype=p.dtype, device=p.device)
+        if isinstance(self.generator, torch.Generator):
+            return torch.randn(p.shape, generator=self.generator, **kw)
+        return torch.stack([torch.randn(p.shape[1:], generator=g, **kw) for g in self.generator])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -51,6 +72,5 @@ class NoisyGD(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                xi = torch.randn(p.shape, generator=self.generator, dtype=p.dtype, device=p.device)
-                p.add_(p.grad, alpha=-group["lr"]).add_(xi, alpha=noise_scale)
+                p.add_(p.grad, alpha=-group["lr"]).add_(self._noise(p), alpha=noise_scale)
         return loss
