@@ -58,6 +58,9 @@ _STALL = 0.5  # the control's gap over the last half stays above half of its mid
 _SEPARATION = 5.0  # ... and ends at least 5× above the diminishing-step run's
 
 
+_DRAW_CHUNK = 1024  # minibatch index draws per call (per seed)
+
+
 class _Problem:
     """One seed's problem: ``loss(x)`` (full, for the certificate), the stochastic
     subgradient ``subgradient(x, idx)`` of the stacked iterates (closed form, batched over
@@ -130,9 +133,18 @@ def _sgd(problems: Sequence[_Problem], subgradient, steps: int, step_size, marks
     rows = torch.arange(len(problems), device=x.device)[:, None]
     gaps: list[list[float]] = [[] for _ in problems]
     mark_set = set(marks)
+    drawn, first = None, 1
     for t in range(1, steps + 1):
-        idx = torch.stack([torch.randint(p.n, (config["batch"],), generator=g, device=x.device)
-                           for p, g in zip(problems, gens)])
+        if drawn is None or t - first == drawn.shape[1]:
+            # Draw the minibatches of the steps up to the next mark (at most _DRAW_CHUNK; the
+            # Goldstein gap draws from the same generator at a mark) at once: randint draws
+            # element by element, so one (steps, batch) draw is the stream of that many
+            # (batch,) draws — the same bits, without a call per seed per step.
+            ahead = min(_DRAW_CHUNK, min((m for m in marks if m >= t), default=steps) - t + 1)
+            drawn = torch.stack([torch.randint(p.n, (ahead, config["batch"]), generator=g,
+                                               device=x.device) for p, g in zip(problems, gens)])
+            first = t
+        idx = drawn[:, t - first]
         x = x - step_size(t) * subgradient(x, *(v[rows, idx] for v in data))
         if t in mark_set:
             for s, (p, g) in enumerate(zip(problems, gens)):
