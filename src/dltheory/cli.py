@@ -69,6 +69,8 @@ def _verdict_line(cr: ClaimRun) -> str:
             f"  measured: {v.measured}")
     if cr.figure:
         text += f"\n  figure:   {cr.figure}"
+    if cr.device == "cpu" and cr.claim.cpu_only and cr.requested_device != "cpu":
+        text += f"\n  device:   ran on the CPU, not {cr.requested_device}: {cr.claim.cpu_only}"
     failed = [r for r in cr.results if r.status == "failed"]
     if failed:
         last = (failed[0].error or "").strip().splitlines()[-1:]

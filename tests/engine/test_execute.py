@@ -116,3 +116,28 @@ def test_a_batched_claims_seeds_split_over_workers_give_the_local_numbers(tmp_pa
         pooled = run_claim(claim, b, profile="smoke", seeds=4, overrides=overrides,
                            backend="process", workers=2)
     assert {r.seed: r.metrics for r in local.results} == {r.seed: r.metrics for r in pooled.results}
+
+
+def test_a_cpu_only_claim_asked_for_cuda_runs_and_is_stored_as_cpu(tmp_path, monkeypatch):
+    # a machine with a GPU, as far as the device check knows; the claim must never see "cuda"
+    import importlib
+
+    from dltheory.cli import _verdict_line
+    from tests.engine._toy_claim import ToyClaim
+
+    execute_module = importlib.import_module("dltheory.engine.execute")
+
+    class CpuToy(ToyClaim):
+        cpu_only = "tiny problems, launch-bound on a GPU"
+
+        def run(self, config, seed, device):
+            assert device == "cpu", device
+            return super().run(config, seed, device)
+
+    monkeypatch.setattr(execute_module, "check_device", lambda device: device)
+    with Store.open(tmp_path / "r.sqlite") as store:
+        cr = run_claim(CpuToy(), store, profile="smoke", device="cuda")
+    stored = {d for (d,) in sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT device FROM runs")}
+    assert cr.results.counts()["ok"] == 12 and stored == {"cpu"}
+    assert (cr.device, cr.requested_device, cr.to_dict()["device"]) == ("cpu", "cuda", "cpu")
+    assert "ran on the CPU, not cuda: tiny problems, launch-bound on a GPU" in _verdict_line(cr)

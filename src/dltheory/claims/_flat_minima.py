@@ -61,7 +61,8 @@ def gauss_newton(residuals, init, iterations: int = _GN_STEPS):
     Why not L-BFGS: where the interpolant is rank-deficient (an over-parametrized factor of a
     low-rank matrix) the minimum is degenerate, the loss is quartic in the excess columns and
     first-order methods slow to a sublinear rate, while Gauss–Newton still halves the excess
-    per step (Newton on ``EEᵀ = 0``). Accept/reject by ``torch.where``: no host sync.
+    per step (Newton on ``EEᵀ = 0``). Accept/reject by ``torch.where`` and ``solve_ex`` (no
+    error check): no host sync.
     """
     v, unflatten = _flatten(init)
 
@@ -76,7 +77,9 @@ def gauss_newton(residuals, init, iterations: int = _GN_STEPS):
         K = J @ J.mT
         damping = mu * 1e-3 * torch.diagonal(K).mean()
         eye = torch.eye(len(r), dtype=v.dtype, device=v.device)
-        step = -J.mT @ torch.linalg.solve(K + damping * eye, r)
+        # μ > 0 keeps K + μ·mean(diag K)·I positive definite unless J = 0 (then r_new = NaN
+        # is rejected below); solve's error check would sync with the host every step
+        step = -J.mT @ torch.linalg.solve_ex(K + damping * eye, r)[0]
         r_new = r_of(v + step)
         better = (r_new ** 2).sum() < (r ** 2).sum()
         v = torch.where(better, v + step, v)

@@ -88,11 +88,11 @@ def gradient_and_curvature(loss: Callable, points: torch.Tensor, manifold: str |
     g = grads.reshape(rows.shape)
     riemannian = make_manifold("oblique").tangent(rows, g)
     radial = (rows * g).sum(-1, keepdim=True).expand_as(rows).reshape(K, n)  # ⟨x_i, ∇_i f⟩
-    normals = torch.zeros(K, rows.shape[1], n, dtype=points.dtype)
+    normals = torch.zeros(K, rows.shape[1], n, dtype=points.dtype, device=points.device)
     width = rows.shape[-1]
     for i in range(rows.shape[1]):
         normals[:, i, i * width:(i + 1) * width] = rows[:, i]
-    P = torch.eye(n, dtype=points.dtype) - normals.mT @ normals
+    P = torch.eye(n, dtype=points.dtype, device=points.device) - normals.mT @ normals
     shift = 1.0 + H.abs().sum((1, 2)) + radial.abs().sum(1)  # > every |eigenvalue|
     R = P @ (H - torch.diag_embed(radial)) @ P + shift[:, None, None] * (normals.mT @ normals)
     return riemannian.reshape(K, -1).norm(dim=1), torch.linalg.eigvalsh(R)[:, 0]

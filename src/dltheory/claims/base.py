@@ -122,6 +122,9 @@ class Claim:
         whose CPU kernels round by batch size and alignment.
     timings : names of metrics that are wall-clock measurements: never equal twice, so left
         out wherever runs are compared number for number.
+    cpu_only : why the claim runs on the CPU whatever ``--device`` asks ("" for a claim that
+        runs on the device it is given). The engine then runs and stores it as ``cpu`` and
+        asks Ray for no GPU; the CLI says so.
     """
 
     id: str = ""
@@ -131,6 +134,7 @@ class Claim:
     criterion: str = ""
     batched: bool = False
     timings: frozenset[str] = frozenset()
+    cpu_only: str = ""
 
     # -- setup ---------------------------------------------------------------------
     def sweep(self, profile: str) -> Sweep:

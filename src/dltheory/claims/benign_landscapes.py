@@ -252,6 +252,10 @@ class BenignLandscapes(Claim):
         "or unconverged."
     )
 
+    cpu_only = (
+        "each run is one small instance (dimension ≤ 40) and its 8–50 starts; kernels that small "
+        "are launch-bound on a GPU, and the max-cut reference is cvxpy")
+
     def sweep(self, profile: str) -> Sweep:
         runs, starts = _RUNS[profile]
         configs = [dict(problem=name, size=_SIZE_OF[name][i], control="", starts=starts)

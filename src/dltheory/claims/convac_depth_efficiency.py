@@ -155,6 +155,8 @@ class ConvACDepthEfficiency(Claim):
         "round-off)."
     )
 
+    cpu_only = "nothing is trained: exact SVD ranks of matricizations (numpy LAPACK in float64)"
+
     def sweep(self, profile: str) -> Sweep:
         spec = _PROFILES[profile]
         configs = []

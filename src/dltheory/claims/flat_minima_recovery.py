@@ -136,6 +136,10 @@ class FlatMinimaRecovery(Claim):
         f"{_RECOVERY_TOL:g} (relative) of cvxpy's principal component pursuit solution.")
 
     # -- setup -----------------------------------------------------------------------
+    cpu_only = (
+        "L-BFGS and Gauss–Newton on problems of ≤ 30 × 30 matrices: line searches sync with the "
+        "host every iteration")
+
     def sweep(self, profile: str) -> Sweep:
         base = _PROFILES[profile]
         configs = Sweep.grid(base, {"problem": list(_PROBLEMS), "regime": ["recover", "control"]})

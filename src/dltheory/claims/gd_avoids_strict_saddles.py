@@ -129,6 +129,10 @@ class GDAvoidsStrictSaddles(Claim):
         f"λ_min ≤ −{_SADDLE_CURV:g}γ (strict saddle; tensor: λ_min < −{_CURV_TOL:g}) that is not a minimizer."
     )
 
+    cpu_only = (
+        "its saddle problems have 3 dimensions (a 4 × 4 × 4 tensor for tensor decomposition); "
+        "kernels that small are launch-bound on a GPU")
+
     def sweep(self, profile: str) -> Sweep:
         starts, control, runs = _PROFILES[profile]
         configs = [dict(_BASE, method=m, steps=_STEPS[m], starts=starts, control_starts=control)

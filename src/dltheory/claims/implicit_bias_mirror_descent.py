@@ -76,6 +76,9 @@ class ImplicitBiasMirrorDescent(Claim):
         "and at least 1e-3 (10× the tolerance) away from every Bregman solution."
     )
     batched = True
+    cpu_only = (
+        "its per-step products are at most 32 × 100 × 500 and it checks each seed against cvxpy on "
+        "the host; not ported to the GPU (no GPU to test it on)")
 
     def sweep(self, profile: str) -> Sweep:
         return Sweep([dict(_PROFILES[profile])], list(range(_SEEDS[profile])), profile, self.id)

@@ -100,6 +100,9 @@ class ImplicitBiasSteepestDescent(Claim):
         "end elsewhere)."
     )
     batched = True
+    cpu_only = (
+        "its per-step products are at most 32 × 50 × 100 and it checks each seed against cvxpy on "
+        "the host; not ported to the GPU (no GPU to test it on)")
 
     def sweep(self, profile: str) -> Sweep:
         return Sweep([dict(_PROFILES[profile])], list(range(_SEEDS[profile])), profile, self.id)

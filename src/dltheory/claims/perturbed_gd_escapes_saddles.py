@@ -78,6 +78,10 @@ class PerturbedGDEscapesSaddles(Claim):
         "linearized prediction 1/(2 log(1 + ηγ)) (a uniform ball sample has |ξ₁| ~ r/√d)."
     )
 
+    cpu_only = (
+        "perturbed GD branches on each start's gradient norm every step: a host sync per step on a "
+        "GPU")
+
     def sweep(self, profile: str) -> Sweep:
         dims, starts, runs = _PROFILES[profile]
         return Sweep([dict(_BASE, dim=d, starts=starts) for d in dims], list(range(runs)), profile, self.id)

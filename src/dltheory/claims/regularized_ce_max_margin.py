@@ -147,6 +147,8 @@ class RegularizedCEMaxMargin(Claim):
         f"below the trained net."
     )
 
+    cpu_only = "it trains with scipy (L-BFGS, minimize_scalar) on the host"
+
     def sweep(self, profile: str) -> Sweep:
         return Sweep([dict(_PROFILES[profile])], list(range(_SEEDS[profile])), profile, self.id)
 

@@ -21,6 +21,8 @@ class ClaimRun:
     figure: Path | None
     skipped: int
     wall_s: float
+    device: str = "cpu"  # where the runs ran
+    requested_device: str = "cpu"  # what --device asked (a cpu_only claim runs on the CPU)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -30,6 +32,7 @@ class ClaimRun:
             "counts": self.results.counts(),
             "skipped_finished": self.skipped,
             "wall_s": round(self.wall_s, 3),
+            "device": self.device,
             "figure": str(self.figure) if self.figure else None,
         }
 
@@ -104,7 +107,8 @@ def run_claim(claim: Claim, store: Store, *, profile: str = "quick", seeds: int 
     figure = save_figure(claim, results, store.path.parent / "figures" / f"{claim.id}-{profile}.png")
     store.finish_sweep(outcome.sweep_id, verdict.to_dict(), results.counts(),
                        str(figure) if figure else None)
-    return ClaimRun(claim, profile, sweep, results, verdict, figure, outcome.skipped, outcome.wall_s)
+    return ClaimRun(claim, profile, sweep, results, verdict, figure, outcome.skipped, outcome.wall_s,
+                    outcome.device, device)
 
 
 def last_results(claim: Claim, store: Store, profile: str | None = None):

@@ -43,6 +43,7 @@ class SweepOutcome:
     keys: list[RunKey]
     skipped: int
     wall_s: float
+    device: str = "cpu"  # where the runs ran: "cpu" for a cpu_only claim whatever was asked
 
 
 def check_device(device: str) -> str:
@@ -179,6 +180,8 @@ def execute(claim: Any, sweep: Sweep, store: Store, *, backend: str = "local",
     """Run every pending run of ``sweep`` on ``backend`` and store each as it finishes."""
     check_backend(backend)
     check_device(device)
+    if getattr(claim, "cpu_only", ""):
+        device = "cpu"  # stored as run, and no GPU asked of Ray
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     version = code_version()
@@ -209,7 +212,7 @@ def execute(claim: Any, sweep: Sweep, store: Store, *, backend: str = "local",
 
         run_ray(claim, sweep, tasks, device, version, workers, record, address)
 
-    return SweepOutcome(sweep_id, keys, len(done), wall_s=time.perf_counter() - t0)
+    return SweepOutcome(sweep_id, keys, len(done), wall_s=time.perf_counter() - t0, device=device)
 
 
 def _run_process_pool(claim: Any, sweep: Sweep, tasks: list, device: str, version: str,
