@@ -86,3 +86,28 @@ def test_cached_problem_gives_the_same_bits_first_and_after_other_solves(potenti
     min_bregman_interpolation(X2, y2, w0, potential, **kw)
     again = min_bregman_interpolation(X, y, w0, potential, **kw)
     assert np.array_equal(first.w, again.w) and first.divergence == again.divergence
+
+
+@pytest.mark.parametrize("potential, kw", [("lp", {"p": 1.5}), ("entropy", {})])
+def test_newton_polish_reaches_machine_precision_from_near_the_optimum(potential, kw):
+    # Near the optimum a Newton step's rise of the dual (~1e-15 of a value ~10) is below
+    # float64's rounding of that value; the polish must still take the step (it shrinks the
+    # gradient) instead of stopping where the solver left off. The polish that asked the dual
+    # to rise stopped early in 19 of these 200 starts (lp 12, entropy 7).
+    from dltheory.reference.bregman import _polish, _potential
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(20, 100, generator=g, dtype=torch.float64).numpy()
+    y = X @ torch.randn(100, generator=g, dtype=torch.float64).abs().numpy()
+    psi = _potential(potential, kw.get("p"), None)
+    theta0 = psi.mirror_map(np.full(100, 0.1))
+    sol = min_bregman_interpolation(X, y, np.full(100, 0.1), potential, **kw)
+    hess = (X * psi.conjugate_hessian(theta0 + X.T @ sol.nu)) @ X.T
+    worst = 0.0
+    for scale in (1e-5, 1e-6, 1e-7, 1e-8, 1e-9):  # residuals an interior-point solver leaves
+        for r in range(20):
+            d = np.random.default_rng(r).standard_normal(20)
+            start = sol.nu + np.linalg.solve(hess, scale * np.linalg.norm(y) * d / np.linalg.norm(d))
+            w = psi.inverse_mirror_map(theta0 + X.T @ _polish(psi, X, y, theta0, start))
+            worst = max(worst, np.linalg.norm(X @ w - y) / np.linalg.norm(y))
+    assert worst < 1e-13
