@@ -68,3 +68,32 @@ def test_broadcast_leading_axes_and_shapes():
         seed_matmul(A, torch.randn(4, 6, dtype=torch.float64))
     with pytest.raises(ShapeError, match="one dtype"):
         seed_matmul(A, B.float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradients_are_batch_invariant_and_correct(dtype):
+    # The backward runs the gradient's products through seed_matmul as well: each slice of
+    # a batch's gradient is bit for bit that seed's gradient alone (torch.bmm's backward
+    # is a batched GEMM that does not promise it), and the gradient is the right one.
+    gen = torch.Generator().manual_seed(4)
+    for b, d, k in SHAPES[:12]:
+        A = torch.randn(5, b, d, generator=gen, dtype=dtype)
+        W = torch.randn(5, k, d, generator=gen, dtype=dtype)
+        G = torch.randn(5, b, k, generator=gen, dtype=dtype)
+
+        def grads(a, w, g):
+            a, w = a.clone().requires_grad_(), w.clone().requires_grad_()
+            return torch.autograd.grad((seed_matmul(a, w.mT) * g).sum(), (a, w))
+
+        together = grads(A, W, G)
+        ref_a, ref_w = G.double() @ W.double(), G.double().mT @ A.double()  # closed form
+        tol = 1e-4 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(together[0].double(), ref_a, rtol=tol, atol=tol)
+        torch.testing.assert_close(together[1].double(), ref_w, rtol=tol, atol=tol)
+        for s in range(5):
+            alone = grads(A[s:s + 1], W[s:s + 1], G[s:s + 1])
+            assert torch.equal(alone[0][0], together[0][s]) and torch.equal(alone[1][0], together[1][s]), \
+                (b, d, k, s)
+    a = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)  # broadcast over seeds
+    assert torch.autograd.gradcheck(seed_matmul, (a, w))

@@ -44,6 +44,7 @@ from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.data import separable_gaussian
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
+from dltheory.models import seed_map, seed_matmul
 from dltheory.reference import homogeneous_kkt_residual, max_margin
 
 _PROFILES = {
@@ -63,33 +64,44 @@ _FLOAT_TOL = 1e-12
 _CONTROL_RATIO = 2.0  # the square-loss control's final KKT residual ≥ 2× the logistic run's
 
 
-def forward(params: Sequence[torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+def forward(params: Sequence[torch.Tensor], X: torch.Tensor, matmul=seed_matmul) -> torch.Tensor:
     """Bias-free ReLU net ``a·relu(W_{L−1} ⋯ relu(W_1 x))``, homogeneous of degree L = len(params).
 
     params: ``[W_1 (..., m, d), ..., W_{L−1} (..., m, m), a (..., m)]``; X: (..., n, d).
-    Returns (..., n).
+    Returns (..., n). The products go through ``seed_matmul`` (forward and backward), so a
+    seed's numbers do not depend on its batch; ``matmul=torch.matmul`` for ``torch.func``.
     """
     h = X
     for W in params[:-1]:
-        h = torch.relu(h @ W.mT)
-    return (h @ params[-1][..., None])[..., 0]
+        h = torch.relu(matmul(h, W.mT))
+    return matmul(h, params[-1][..., None])[..., 0]
 
 
-def log_logistic_loss(q: torch.Tensor) -> torch.Tensor:
-    """``log Σ_i log(1 + e^{−q_i})`` over the last axis, exact for margins of any size."""
+def _log_loss_terms(q: torch.Tensor) -> torch.Tensor:
+    """``log log(1 + e^{−q})`` elementwise, exact for margins of any size."""
     u = torch.exp(-q.abs())
     # q > 0: log log1p(e^{−q}) = −q + log(log1p(u)/u), with log1p(u)/u = 1 − u/2 + O(u²).
     tail = torch.where(u < 1e-8, -u / 2, torch.log(torch.log1p(u) / u))
-    terms = torch.where(q > 0, -q + tail, torch.log(F.softplus(-q)))
-    return torch.logsumexp(terms, dim=-1)
+    return torch.where(q > 0, -q + tail, torch.log(F.softplus(-q)))
 
 
-def smoothed_margin(log_loss: torch.Tensor, norm: torch.Tensor, degree: int) -> torch.Tensor:
-    """Lyu & Li's γ̃ = −log(e^𝓛 − 1)/‖θ‖^L from log 𝓛 (Theorem 4.1; 𝓛 < log 2 for it to be > 0)."""
+def log_logistic_loss(q: torch.Tensor) -> torch.Tensor:
+    """``log Σ_i log(1 + e^{−q_i})`` over the last axis, exact for margins of any size.
+    Elementwise through ``seed_map`` (softplus rounds its scalar remainder otherwise)."""
+    return torch.logsumexp(seed_map(_log_loss_terms, q), dim=-1)
+
+
+def _smoothed_margin(log_loss: torch.Tensor, norm: torch.Tensor, degree: int) -> torch.Tensor:
     loss = torch.exp(log_loss)
     # log(e^𝓛 − 1) = log 𝓛 + log(expm1(𝓛)/𝓛), and expm1(𝓛)/𝓛 = 1 + 𝓛/2 + O(𝓛²).
     correction = torch.where(loss < 1e-8, loss / 2, torch.log(torch.expm1(loss) / loss))
     return -(log_loss + correction) / norm ** degree
+
+
+def smoothed_margin(log_loss: torch.Tensor, norm: torch.Tensor, degree: int) -> torch.Tensor:
+    """Lyu & Li's γ̃ = −log(e^𝓛 − 1)/‖θ‖^L from log 𝓛 (Theorem 4.1; 𝓛 < log 2 for it to be > 0)."""
+    return seed_map(lambda a, b: _smoothed_margin(a, b, degree),
+                    *torch.broadcast_tensors(log_loss, norm))
 
 
 def _init(depth, config, generator):
@@ -208,7 +220,8 @@ class ImplicitBiasHomogeneousMargin(Claim):
                 previous = torch.where(below, gamma, previous)
                 separated_at = torch.where(below & (separated_at < 0), step, separated_at)
                 # −∇𝓛/𝓛 = Σ_i w_i ∇q_i with w_i = σ(−q_i)/𝓛 (log domain).
-                w = torch.exp(F.logsigmoid(-q.detach()) - log_loss[:, None])
+                w = seed_map(lambda a, b: torch.exp(F.logsigmoid(-a) - b), q.detach(),
+                             log_loss[:, None].expand_as(q))
                 grads = torch.autograd.grad((w * q).sum(), params)
                 # η_t = dq·𝓛/‖∇𝓛‖²: the update is dq·g/‖g‖² with g = −∇𝓛/𝓛.
                 scale = config["dq"] / sum((gp.flatten(1) ** 2).sum(1) for gp in grads)
@@ -246,8 +259,9 @@ class ImplicitBiasHomogeneousMargin(Claim):
             if not bool((y * forward(params, X)).min() > 0):
                 return math.nan  # not separating: no KKT residual
             named = {str(k): p.cpu() for k, p in enumerate(params)}
-            return homogeneous_kkt_residual(lambda th, Z: forward(list(th.values()), Z), named,
-                                            X.cpu(), y.cpu(), degree=L).residual
+            return homogeneous_kkt_residual(
+                lambda th, Z: forward(list(th.values()), Z, matmul=torch.matmul), named,
+                X.cpu(), y.cpu(), degree=L).residual
 
         sep = int(logistic["separated_at"][run])
         residual, ts = [], []

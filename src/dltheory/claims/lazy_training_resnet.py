@@ -36,7 +36,7 @@ from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.claims.lazy_training import loglog_slope
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
-from dltheory.models import ResNet, seed_matmul
+from dltheory.models import ResNet, seed_map, seed_matmul
 
 _PROFILES = {
     "smoke": dict(n=6, d=4, depth=3, steps=150, widths=[16, 64, 256]),
@@ -124,10 +124,10 @@ class LazyTrainingResNet(Claim):
     def forward(net: ResNet, W_in: torch.Tensor, W: torch.Tensor, a: torch.Tensor,
                 X: torch.Tensor) -> torch.Tensor:
         """``net``'s forward pass with the weights given (any dtype), outputs (S, n)."""
-        h = math.sqrt(net.c_sigma / net.m) * net.sigma(seed_matmul(X, W_in.mT))
+        h = math.sqrt(net.c_sigma / net.m) * seed_map(net.sigma, seed_matmul(X, W_in.mT))
         branch = net.c_res / (net.depth * math.sqrt(net.m))
         for layer in range(net.depth - 1):
-            h = h + branch * net.sigma(seed_matmul(h, W[:, layer].mT))
+            h = h + branch * seed_map(net.sigma, seed_matmul(h, W[:, layer].mT))
         return (h * a[:, None, :]).sum(-1)
 
     @staticmethod
@@ -140,19 +140,20 @@ class LazyTrainingResNet(Claim):
         c1 = math.sqrt(net.c_sigma / net.m)
         branch = net.c_res / (net.depth * math.sqrt(net.m))
         z1 = seed_matmul(X, W_in.mT)
-        hs, zs = [c1 * net.sigma(z1)], []
+        hs, zs = [c1 * seed_map(net.sigma, z1)], []
         for W_l in Ws:
             zs.append(seed_matmul(hs[-1], W_l.mT))
-            hs.append(hs[-1] + branch * net.sigma(zs[-1]))
+            hs.append(hs[-1] + branch * seed_map(net.sigma, zs[-1]))
         r = (hs[-1] * a[:, None, :]).sum(-1) - y
         delta = r[..., None] * a[:, None, :]  # ∂/∂x⁽ᴸ⁾, (S, n, m)
         factors = [None] * len(Ws)
         for layer in reversed(range(len(Ws))):
-            # softplus' = sigmoid (σ is softplus: Du et al.'s smooth activation)
-            e = branch * delta * torch.sigmoid(zs[layer])
+            # softplus' = sigmoid (σ is softplus: Du et al.'s smooth activation). Both go
+            # through seed_map: float32 softplus rounds its scalar remainder otherwise.
+            e = branch * delta * seed_map(torch.sigmoid, zs[layer])
             factors[layer] = (e, hs[layer])
             delta = delta + seed_matmul(e, Ws[layer])
-        e1 = c1 * delta * torch.sigmoid(z1)
+        e1 = c1 * delta * seed_map(torch.sigmoid, z1)
         return (e1, X), factors, 0.5 * (r ** 2).sum(1)
 
     def _run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):

@@ -127,7 +127,8 @@ def seed_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     shapes their tests try), 1.4–1.5× slower; width threshold unchanged. ``_TINY`` is fixed
     by the shape alone: a cut-off that looked at the number of seeds would give a seed
     alone other bits. On other devices (no bit-identity contract there) this is
-    ``torch.matmul``. Gradients through it are those of ``torch.bmm``, not batch-invariant.
+    ``torch.matmul``. Differentiable: its backward runs the two products of the gradient
+    through ``seed_matmul`` too, so gradients are batch-invariant as well.
 
     >>> A, B = torch.randn(5, 50, 25), torch.randn(5, 25, 10)
     >>> all(torch.equal(seed_matmul(A, B)[k], seed_matmul(A[k:k + 1].clone(), B[k:k + 1])[0])
@@ -137,6 +138,35 @@ def seed_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     if A.dim() < 2 or B.dim() < 2 or A.shape[-1] != B.shape[-2] or A.dtype != B.dtype:
         raise ShapeError(f"seed_matmul needs (..., m, k) @ (..., k, n) of one dtype, got "
                          f"{tuple(A.shape)} {A.dtype} @ {tuple(B.shape)} {B.dtype}")
+    if A.device.type == "cpu" and torch.is_grad_enabled() and (A.requires_grad or B.requires_grad):
+        return _SeedMatmul.apply(A, B)
+    return _seed_matmul(A, B)
+
+
+class _SeedMatmul(torch.autograd.Function):
+    """``seed_matmul`` with a backward made of ``seed_matmul`` products (``torch.bmm``'s own
+    backward is a batched GEMM whose rounding depends on the batch)."""
+
+    @staticmethod
+    def forward(A, B):
+        return _seed_matmul(A, B)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        A, B = ctx.saved_tensors
+        grad_A = grad_B = None
+        if ctx.needs_input_grad[0]:
+            grad_A = seed_matmul(grad, B.mT).sum_to_size(A.shape)
+        if ctx.needs_input_grad[1]:
+            grad_B = seed_matmul(A.mT, grad).sum_to_size(B.shape)
+        return grad_A, grad_B
+
+
+def _seed_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     if A.device.type != "cpu" or not A.dtype.is_floating_point or 0 in A.shape or 0 in B.shape:
         return torch.matmul(A, B)
     (m, k), n = A.shape[-2:], B.shape[-1]
@@ -167,6 +197,59 @@ def seed_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     C = C[:S] if S == 1 else C
     C = C if C.shape[2] == n else C[..., :n]
     return C if len(lead) == 1 else C.reshape(*lead, m, n)
+
+
+# ATen's vectorized elementwise loops (``cpu_kernel_vec``) step two vector registers at a
+# time over the coalesced tensor and send the remainder through the scalar function, whose
+# rounding can differ from the vector one (float32 softplus on AVX-512: measured). A seed's
+# elements then take the scalar path alone but the vector path in a batch, or the reverse.
+_VECTOR_BLOCK = 128  # bytes: two AVX-512 registers, the widest step of those loops
+
+
+def seed_map(f: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
+    """``f(*xs)`` for an elementwise ``f`` of seed-stacked tensors of one shape (seeds on
+    dimension 0), slice ``k`` bit for bit what seed ``k`` alone gets, whatever the batch size.
+
+    ``f(x)`` itself does not promise this on CPU: an elementwise kernel runs the coalesced
+    tensor in vector blocks and its remainder through the scalar function, and where the
+    two round differently (softplus, sigmoid; gelu in float64: measured on AVX-512) a
+    seed's last elements are rounded one way alone and the other way in a batch. Here each
+    seed's elements are padded to a whole number of :data:`_VECTOR_BLOCK` bytes (a copy,
+    only where they are not already), so every element of every seed takes the vector path,
+    on one thread (a multi-threaded kernel splits the tensor where its size says). On other
+    devices this is ``f(*xs)``. ``f`` must be elementwise: the padding (zeros) goes through
+    it and is dropped.
+
+    >>> x = torch.randn(3, 6, 24)
+    >>> y = seed_map(torch.nn.functional.softplus, x)
+    >>> all(torch.equal(y[k], seed_map(torch.nn.functional.softplus, x[k:k + 1])[0])
+    ...     for k in range(3))
+    True
+    """
+    x = xs[0]
+    if any(t.shape != x.shape for t in xs):
+        raise ShapeError(f"seed_map needs tensors of one shape, got {[tuple(t.shape) for t in xs]}")
+    if x.device.type != "cpu" or x.dim() < 1 or x.numel() == 0:
+        return f(*xs)
+    S, N = x.shape[0], x[0].numel()
+    q = _VECTOR_BLOCK // x.element_size()
+    flat = []
+    for t in xs:
+        t = t.reshape(S, N)
+        if N % q:
+            t = F.pad(t, (0, -N % q))
+        elif not t.is_contiguous():
+            t = t.contiguous()
+        flat.append(t)
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        y = f(*flat)
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+    return (y if y.shape[1] == N else y[:, :N]).reshape(x.shape)
 
 
 class SeedBatched(nn.Module):
