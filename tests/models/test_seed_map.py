@@ -25,14 +25,6 @@ SHAPES = [(6, 24), (1, 7), (3, 1, 5)] + [(_RNG.randint(1, 40), _RNG.randint(1, 4
                                          for _ in range(12)]
 
 
-@pytest.fixture(params=[1, 4], ids=["1-thread", "4-threads"])
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_every_slice_is_its_one_seed_run(name, dtype, threads):

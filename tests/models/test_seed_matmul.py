@@ -23,14 +23,6 @@ SHAPES = [(25, 5, 20), (50, 10, 25), (50, 10, 75), (200, 10, 100), (1, 79, 64), 
           (64, 64, 1)] + [tuple(_RNG.randint(1, 120) for _ in range(3)) for _ in range(25)]
 
 
-@pytest.fixture(params=[1, 2, 4], ids=["1-thread", "2-threads", "4-threads"])
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_every_slice_is_its_one_seed_run(dtype, threads):
     gen = torch.Generator().manual_seed(1)
