@@ -60,3 +60,12 @@ def test_curves_are_log_spaced_and_finite():
     t = outcome.curves["t"]
     assert t[0] == 1 and t[-1] == SHORT["steps"] and t == sorted(set(t))
     assert all(math.isfinite(x) for x in outcome.curves["gap"])
+
+
+def test_the_smallest_step_count_validate_allows_runs():
+    # steps = 1000 put t = 1 in the rate fit's window [T/1000, T]: 1/log 1 raised a
+    # ZeroDivisionError instead of a result.
+    config = {**SHORT, "steps": 1000}
+    CLAIM.validate(config)
+    outcome = CLAIM.run_batch(config, [0], "cpu")[0]
+    assert all(math.isfinite(v) for v in outcome.metrics.values() if isinstance(v, float))

@@ -222,7 +222,7 @@ class ImplicitBiasGDL2(Claim):
     def _summarize(self, t: list[int], c: dict[str, list[float]], svm, cos_ls: float) -> Outcome:
         T = t[-1]
         i_late = next(i for i, s in enumerate(t) if s >= T / _LATE)
-        fit = [i for i, s in enumerate(t) if s >= T / _FIT_FROM]
+        fit = [i for i, s in enumerate(t) if s >= max(T / _FIT_FROM, 2)]  # 1/log t: t ≥ 2
         inv_log = np.array([1.0 / math.log(t[i]) for i in fit])
         gaps = np.array([c["gap"][i] for i in fit])
         b, a = np.polyfit(inv_log, gaps, 1)  # gap ≈ a + b / log t
