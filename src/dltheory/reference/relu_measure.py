@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -119,25 +118,6 @@ class ReluLassoSolution:
         return (self.objective - self.lower_bound) / self.objective
 
 
-@lru_cache(maxsize=16)
-def _lasso(n: int, k: int, lam: float):
-    """The grid lasso for n points and k directions, with Φ and y as cvxpy Parameters.
-
-    Built once per shape and λ (DPP), so each further solve skips canonicalization (a third
-    of a 20 × 720 solve's time, paid twice per seed in a mean-field sweep).
-    """
-    import cvxpy as cp
-
-    Phi, y, c = cp.Parameter((n, k)), cp.Parameter(n), cp.Variable(k)
-    problem = cp.Problem(cp.Minimize(cp.sum_squares(Phi @ c - y) / (2 * n) + lam * cp.norm1(c)))
-    # The first solve of a DPP problem canonicalizes by another path than later solves and
-    # returns an answer differing in the last bits; solve a trivial instance once so every
-    # real solve takes the same, cached path.
-    Phi.value, y.value = np.eye(n, k), np.ones(n)
-    solve(problem, "relu_lasso", c, tol=1e-12)
-    return problem, (Phi, y), c
-
-
 def relu_lasso(X, y, lam: float, n_directions: int = 720, *, tol: float = 1e-6) -> ReluLassoSolution:
     """The infinite-width ℓ2-regularized ReLU network for the square loss, on a grid.
 
@@ -155,14 +135,16 @@ def relu_lasso(X, y, lam: float, n_directions: int = 720, *, tol: float = 1e-6) 
     >>> 0 <= sol.relative_gap < 1e-3
     True
     """
+    import cvxpy as cp
+
     X = _inputs(X)
     n = X.shape[0]
     y = _targets(y, n)
     if not lam > 0:
         raise ShapeError(f"relu_lasso: lam must be > 0 (got {lam})")
     Phi, angles = relu_dictionary(X, n_directions)
-    problem, (Phi_param, y_param), c = _lasso(n, n_directions, float(lam))
-    Phi_param.value, y_param.value = Phi, y
+    c = cp.Variable(n_directions)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(Phi @ c - y) / (2 * n) + lam * cp.norm1(c)))
     solve(problem, "relu_lasso", c, tol=1e-12)
     coef = np.asarray(c.value, float)
     r = y - Phi @ coef
