@@ -111,3 +111,18 @@ def test_newton_polish_reaches_machine_precision_from_near_the_optimum(potential
             w = psi.inverse_mirror_map(theta0 + X.T @ _polish(psi, X, y, theta0, start))
             worst = max(worst, np.linalg.norm(X @ w - y) / np.linalg.norm(y))
     assert worst < 1e-13
+
+
+def test_large_problems_are_solved_fresh_not_cached():
+    # Parametrized (DPP) canonicalization grows with the parameter entries: at 200 × 1000 it
+    # took 4.0 GB, so above _CACHED_SIZE the dual is built with the data as constants.
+    from dltheory.reference.bregman import _CACHED_SIZE, _dual_problem
+
+    g = torch.Generator().manual_seed(5)
+    n, d = 20, _CACHED_SIZE // 20 + 1
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = X @ torch.randn(d, generator=g, dtype=torch.float64).abs()
+    before = _dual_problem.cache_info().currsize
+    sol = min_bregman_interpolation(X, y, torch.full((d,), 0.1, dtype=torch.float64), "entropy")
+    assert _dual_problem.cache_info().currsize == before
+    assert sol.residual < 1e-12 and sol.gap < 1e-12
