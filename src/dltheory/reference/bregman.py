@@ -201,6 +201,14 @@ def _polish(psi: _Potential, X, y, theta0, nu, steps: int = 20) -> np.ndarray:
 _CACHED_SIZE = 10_000  # n·d up to which the dual is a cached DPP problem
 
 
+def _dual(psi: _Potential, X, y, theta0):
+    """(D) as a cvxpy problem and its variable ν; X, y, θ₀ are arrays or cvxpy Parameters."""
+    import cvxpy as cp
+
+    nu = cp.Variable(X.shape[0])
+    return cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu))), nu
+
+
 @lru_cache(maxsize=32)
 def _dual_problem(psi: _Potential, n: int, d: int):
     """The dual (D) for data of shape (n, d), with X, y, θ₀ as cvxpy Parameters.
@@ -214,8 +222,7 @@ def _dual_problem(psi: _Potential, n: int, d: int):
     import cvxpy as cp
 
     X, y, theta0 = cp.Parameter((n, d)), cp.Parameter(n), cp.Parameter(d)
-    nu = cp.Variable(n)
-    problem = cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu)))
+    problem, nu = _dual(psi, X, y, theta0)
     # The first solve of a DPP problem canonicalizes by another path than later solves and
     # returns an answer differing in the last bits; solve a trivial instance (Xw = y at w = 1:
     # X the first n coordinates) once so every real solve takes the same, cached path.
@@ -265,10 +272,7 @@ def min_bregman_interpolation(X, y, w0, potential: str = "entropy", *, p: float 
         problem, (X_param, y_param, theta0_param), nu = _dual_problem(psi, *X.shape)
         X_param.value, y_param.value, theta0_param.value = X, y, theta0
     else:  # a fresh problem with the data as constants
-        import cvxpy as cp
-
-        nu = cp.Variable(X.shape[0])
-        problem = cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu)))
+        problem, nu = _dual(psi, X, y, theta0)
     solve(problem, "min_bregman_interpolation", nu,
           infeasible=f"no solution of Xw = y lies in the domain of the {psi.name} potential "
                      "(the dual is {status})")
