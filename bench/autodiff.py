@@ -31,6 +31,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from _headline import headline
 from dltheory.autodiff import exact_kinks
 
 BATCHES = (64, 256, 1024)
@@ -158,6 +159,7 @@ def speed_table() -> None:
     print("| workload | batch | PyTorch ms | random batch: ratio | forced ties: ratio | "
           "forced ties, batch_dim=0: ratio | ties resolved (random / forced) |")
     print("|---|---|---|---|---|---|---|")
+    ratios = {"random batches": [], "forced ties": []}
     for kind, batch, variants in _cases():
         for fn in variants.values():
             fn()  # warm-up
@@ -170,7 +172,14 @@ def speed_table() -> None:
         print(f"| {kind} | {batch} | {1e3 * med['plain']:.2f} | {med['fast'] / med['plain']:.2f} | "
               f"{med['tied'] / med['plain_tied']:.2f} | {med['per_sample'] / med['plain_tied']:.2f} | "
               f"{met[0]} / {met[1]} |")
+        ratios["random batches"].append(med["fast"] / med["plain"])
+        ratios["forced ties"].append(med["tied"] / med["plain_tied"])
     print()
+    for what, values in ratios.items():
+        headline(f"exact_kinks forward+backward time ÷ plain PyTorch, {what} "
+                 f"({DEVICE.type}, {len(values)} workloads)",
+                 f"median {statistics.median(values):.2f}× (max {max(values):.2f}×)",
+                 "plain PyTorch on the same net and batch, interleaved in one run")
 
 
 def memory_table() -> None:
@@ -180,6 +189,7 @@ def memory_table() -> None:
     print("| workload | batch | PyTorch MiB | no tie: ratio | with ties: ratio | "
           "with ties, batch_dim=0: ratio |")
     print("|---|---|---|---|---|---|")
+    worst = []
     for kind, batch, variants in _cases():
         for fn in variants.values():
             fn()
@@ -187,9 +197,13 @@ def memory_table() -> None:
         if mem["plain"] < 2**20:  # below a MiB the allocator's reuse decides, not the step
             print(f"| {kind} | {batch} | < 1 | - | - | - |")
             continue
+        worst.append(max(mem["fast"] / mem["plain"], mem["tied"] / mem["plain_tied"]))
         print(f"| {kind} | {batch} | {mem['plain'] / 2**20:.1f} | {mem['fast'] / mem['plain']:.2f} | "
               f"{mem['tied'] / mem['plain_tied']:.2f} | {mem['per_sample'] / mem['plain_tied']:.2f} |")
     print()
+    if worst:
+        headline(f"exact_kinks peak memory ÷ plain PyTorch ({DEVICE.type}, {len(worst)} workloads "
+                 f"≥ 1 MiB)", f"max {max(worst):.2f}×", "with or without ties, batch_dim unset")
 
 
 def tie_frequency_table(steps: int = 30) -> None:

@@ -29,6 +29,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from _headline import headline
 from dltheory.measure import HessianOperator, batched_hvp, hessian_eigs, hessian_trace, model_loss
 
 
@@ -252,6 +253,15 @@ def _table(title, results, medians, error, reference):
         print(f"| {name} | {medians[name]:.3f} | {speed} | {error(value):.1e} | {work} |")
 
 
+def _headline(workload, what, ours, theirs, results, medians, error):
+    """Ours against theirs as one headline row: speed ratio and both errors."""
+    if ours not in medians or theirs not in medians:
+        return
+    headline(f"{what}, {workload}: {ours} vs {theirs}",
+             f"{medians[theirs] / medians[ours]:.2f}× faster",
+             f"rel. error {error(results[ours][0]):.1e} vs {error(results[theirs][0]):.1e}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -297,10 +307,15 @@ def main():
                          "dltheory hessian_trace auto, rtol=0.01, max 3000"):
                 print(f"\ntime to ≈1%: {slow} ({trace_error(results[slow][0]):.1e}) vs {name} "
                       f"({trace_error(results[name][0]):.1e}): {medians[slow] / medians[name]:.1f}x")
+        for theirs in ("PyHessian Hutchinson, 100 probes", slow):
+            _headline(title, "Hessian trace", "dltheory hessian_trace auto (default)", theirs,
+                      results, medians, trace_error)
         results, medians = _time(_eig_methods(model, x, y, tools), args.rounds)
         eig_error = lambda v: float(np.max(np.abs(np.asarray(v) - top5) / np.abs(top5)))   # noqa: B023
         _table("top-5 eigenvalues, float32", results, medians, eig_error,
                "PyHessian power iteration, defaults")
+        _headline(title, "top-5 Hessian eigenvalues", "dltheory hessian_eigs(k=5) (tol=1e-4)",
+                  "PyHessian power iteration, defaults", results, medians, eig_error)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _headline import headline
 from dltheory.claims import all_claims
 from dltheory.claims.runner import run_claim
 from dltheory.engine import Store
@@ -24,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# {args.profile} profile, one claim after another in a fresh store")
     print(f"{'claim':40s} {'wall s':>8s} {'runs':>5s}  verdict")
-    total = 0.0
+    total, walls, passed = 0.0, {}, 0
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "r.sqlite") as store:
         for claim_id, claim in all_claims().items():
             if args.only and claim_id not in args.only:
@@ -33,9 +34,18 @@ def main() -> None:
             cr = run_claim(claim, store, profile=args.profile)
             wall = time.perf_counter() - t0
             total += wall
+            walls[claim_id] = wall
+            passed += cr.verdict.passed is True
             print(f"{claim_id:40s} {wall:8.1f} {len(cr.results):5d}  {cr.verdict.label}", flush=True)
     print(f"{'total':40s} {total:8.1f}        budget {BUDGET_S} s: "
           f"{'within' if total <= BUDGET_S else 'OVER'} ({total / BUDGET_S:.0%})")
+    if walls:
+        slowest = sorted(walls, key=walls.get, reverse=True)[:3]
+        headline(f"{args.profile} profile, {len(walls)} claims one after another in one process: "
+                 f"wall time ÷ the {BUDGET_S // 60}-min budget",
+                 f"{total / BUDGET_S:.2f} ({total:.0f} s)",
+                 f"{passed} of {len(walls)} pass; slowest: "
+                 + ", ".join(f"{c} {walls[c]:.0f} s" for c in slowest))
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import torch
 
+from _headline import headline
 from dltheory.claims import all_claims
 from dltheory.models import seed_matmul
 
@@ -116,6 +118,7 @@ def main() -> None:
                  f"differs for {len(differ)} of {4 * len(_GEMM_SHAPES)} products "
                  f"({'; '.join(differ[:3])}{' …' if len(differ) > 3 else ''})"))
     print(f"{'claim':40s} {'batched runs/s':>15s} {'loop runs/s':>12s} {'speed-up':>9s}  identical")
+    speedups, not_same = {}, []
     for claim_id, claim in all_claims().items():
         if not claim.batched or (args.only and claim_id not in args.only):
             continue
@@ -129,6 +132,19 @@ def main() -> None:
                    for a, b in zip(together, alone))
         print(f"{claim_id:40s} {len(seeds) / batched:15.2f} {len(seeds) / looped:12.2f} "
               f"{looped / batched:8.1f}×  {'yes' if same else 'NO'}")
+        speedups[claim_id] = looped / batched
+        not_same += [] if same else [claim_id]
+    if speedups:
+        ranked = sorted(speedups, key=speedups.get)
+        below = [c for c in ranked if speedups[c] < 10]
+        headline(f"seed batching, {args.seeds} seeds, smoke configs: runs/s batched ÷ loop",
+                 f"median {statistics.median(speedups.values()):.1f}× "
+                 f"({speedups[ranked[0]]:.1f}–{speedups[ranked[-1]]:.1f}×)",
+                 f"target ≥ 10×: met by {len(ranked) - len(below)} of {len(ranked)} claims; below: "
+                 + (", ".join(f"{c} {speedups[c]:.1f}×" for c in below) or "none"))
+        headline("seed batching: batched metrics equal to each seed alone (bit for bit)",
+                 f"{len(ranked) - len(not_same)} of {len(ranked)} claims",
+                 "differ: " + (", ".join(not_same) or "none"))
 
 
 if __name__ == "__main__":
