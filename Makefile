@@ -31,8 +31,18 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
-	$(PY) bench/all.py
+# The tools bench/curvature.py compares against, beside (not in) the venv's packages: pip's
+# dependency resolution would replace the pinned torch. Offline, the benchmark says which
+# tools are missing and compares without them.
+BENCH_TOOLS := $(VENV)/bench-tools
+
+$(BENCH_TOOLS)/.installed: bench/tools.txt | $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+	    --target $(BENCH_TOOLS) -r bench/tools.txt \
+	  && touch $@ || echo "bench: comparison tools not installed (see above); curvature runs without them"
+
+bench: $(STAMP) $(BENCH_TOOLS)/.installed
+	PYTHONPATH=$(abspath $(BENCH_TOOLS)) $(PY) bench/all.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

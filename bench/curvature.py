@@ -6,13 +6,11 @@ PyHessian (PyHessian's time / the method's time; > 1 is faster) and relative err
 float64 ground truth computed by the other tools (BackPACK's exact diagonal for the trace,
 curvlinops + scipy eigsh at tol=0 for the eigenvalues). Timings are printed, never asserted.
 
-The other tools are not dependencies of dltheory: install them next to torch 2.13.0
-without letting pip replace torch, e.g.
+The other tools are not dependencies of dltheory: ``make bench`` installs them (the list is
+``bench/tools.txt``) next to torch 2.13.0 without letting pip replace torch; by hand:
 
-    pip install --no-deps --target /tmp/benchpkgs pyhessian==0.1 hessian-eigenthings==1.0.0a5 \\
-        curvlinops-for-pytorch==3.0.1 backpack-for-pytorch==1.7.1 einops unfoldNd einconv \\
-        linear_operator opt-einsum tqdm jaxtyping wadler-lindig
-    PYTHONPATH=/tmp/benchpkgs python bench/curvature.py [--rounds 3] [--threads 1]
+    pip install --no-deps --target .venv/bench-tools -r bench/tools.txt
+    PYTHONPATH=.venv/bench-tools python bench/curvature.py [--rounds 3] [--threads 1]
 
 A tool that does not import is reported and skipped.
 """
