@@ -24,6 +24,7 @@ from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.data import separable_gaussian
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
+from dltheory.models import VECTOR_BLOCK
 from dltheory.reference import max_margin
 
 _PROFILES = {
@@ -177,11 +178,11 @@ class ImplicitBiasGDL2(Claim):
         # tensors, so a seed's numbers are bit-identical whatever batch it runs in.
         per_seed = [_SeedRefs.build(X.to(device), y.to(device), svm, config["lr_scale"])
                     for (X, y, _), svm in zip(data, svms)]
-        # Zero rows pad n to a multiple of 64 (they add exact zeros to every sum): then every
+        # Zero rows pad n to whole vector blocks (they add exact zeros to every sum): then every
         # element of the elementwise kernels (sigmoid) takes the SIMD path for any batch size,
         # where an unpadded tensor would send a size-dependent tail through the scalar path,
-        # which rounds differently.
-        pad = -n % 64
+        # which rounds differently (pad_to_simd, which also says why not 64 rows).
+        pad = -n % (VECTOR_BLOCK // 8)
         X = torch.nn.functional.pad(torch.stack([r.X for r in per_seed]), (0, 0, 0, pad))
         y = torch.nn.functional.pad(torch.stack([r.y for r in per_seed]), (0, pad))[:, :, None]
         Z = y * X  # rows y_i x_i

@@ -203,7 +203,7 @@ def _seed_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 # time over the coalesced tensor and send the remainder through the scalar function, whose
 # rounding can differ from the vector one (float32 softplus on AVX-512: measured). A seed's
 # elements then take the scalar path alone but the vector path in a batch, or the reverse.
-_VECTOR_BLOCK = 128  # bytes: two AVX-512 registers, the widest step of those loops
+VECTOR_BLOCK = 128  # bytes: two AVX-512 registers, the widest step of those loops
 
 
 def seed_map(f: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
@@ -214,7 +214,7 @@ def seed_map(f: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
     tensor in vector blocks and its remainder through the scalar function, and where the
     two round differently (softplus, sigmoid; gelu in float64: measured on AVX-512) a
     seed's last elements are rounded one way alone and the other way in a batch. Here each
-    seed's elements are padded to a whole number of :data:`_VECTOR_BLOCK` bytes (a copy,
+    seed's elements are padded to a whole number of :data:`VECTOR_BLOCK` bytes (a copy,
     only where they are not already), so every element of every seed takes the vector path,
     on one thread (a multi-threaded kernel splits the tensor where its size says). On other
     devices this is ``f(*xs)``. ``f`` must be elementwise: the padding (zeros) goes through
@@ -233,7 +233,7 @@ def seed_map(f: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
     if x.device.type != "cpu" or x.dim() < 1 or x.numel() == 0:
         return f(*xs)
     S, N = x.shape[0], x[0].numel()
-    q = _VECTOR_BLOCK // x.element_size()
+    q = VECTOR_BLOCK // x.element_size()
     flat = []
     for t in xs:
         t = t.reshape(S, N)
