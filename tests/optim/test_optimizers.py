@@ -404,3 +404,54 @@ def test_noisy_gd_with_one_generator_per_row_steps_each_row_as_its_own_run():
                 generator=[_gen(s) for s in range(3)])
     with pytest.raises(ValueError, match="Invalid generator"):
         NoisyGD([a], lr=0.1, beta=1.0, generator=[_gen(0), 7, _gen(1)])
+
+
+def _noisy_run(a0, W0, generator, steps=11, **kw):
+    """``steps`` NoisyGD steps on stacked (or single) parameters; returns them."""
+    a, W = a0.clone().requires_grad_(), W0.clone().requires_grad_()
+    opt = NoisyGD([a, W], lr=0.1, beta=3.0, generator=generator, **kw)
+    for _ in range(steps):
+        opt.zero_grad()
+        (a.sin() * W.pow(2).sum(-1)).sum().backward()
+        opt.step()
+    return a.detach(), W.detach()
+
+
+@pytest.mark.parametrize("m", [16, 32])
+def test_noisy_gd_drawing_ahead_is_per_step_drawing_bit_for_bit_on_whole_blocks(m):
+    # rows of 16k elements: one randn of K steps equals K per-step draws (11 steps cross
+    # chunk boundaries of 4), for stacked rows and for a single generator
+    a0 = torch.randn(3, m, generator=_gen(1), dtype=DTYPE)
+    W0 = torch.randn(3, m, 2, generator=_gen(2), dtype=DTYPE)
+    per_step = _noisy_run(a0, W0, [_gen(40 + s) for s in range(3)])
+    ahead = _noisy_run(a0, W0, [_gen(40 + s) for s in range(3)], draw_ahead=4)
+    assert all(torch.equal(x, y) for x, y in zip(per_step, ahead))
+    one = _noisy_run(a0[0], W0[0], _gen(7)), _noisy_run(a0[0], W0[0], _gen(7), draw_ahead=4)
+    assert all(torch.equal(x, y) for x, y in zip(*one))
+
+
+def test_noisy_gd_drawing_ahead_on_ragged_rows_is_another_stream_still_batch_invariant():
+    a0 = torch.randn(3, 7, generator=_gen(1), dtype=DTYPE)
+    W0 = torch.randn(3, 7, 2, generator=_gen(2), dtype=DTYPE)
+    ahead = _noisy_run(a0, W0, [_gen(40 + s) for s in range(3)], draw_ahead=4)
+    assert not torch.equal(ahead[0], _noisy_run(a0, W0, [_gen(40 + s) for s in range(3)])[0])
+    for s in range(3):
+        alone = _noisy_run(a0[s:s + 1], W0[s:s + 1], [_gen(40 + s)], draw_ahead=4)
+        assert torch.equal(ahead[0][s], alone[0][0]) and torch.equal(ahead[1][s], alone[1][0]), s
+
+
+def test_noisy_gd_draw_ahead_rejects_what_it_cannot_do():
+    a = torch.zeros(2, 16, dtype=DTYPE, requires_grad=True)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="Invalid draw_ahead"):
+            NoisyGD([a], lr=0.1, beta=1.0, generator=_gen(), draw_ahead=bad)
+    with pytest.raises(ValueError, match="one dtype and device"):
+        NoisyGD([a, torch.zeros(2, 16, dtype=torch.float32, requires_grad=True)], lr=0.1,
+                beta=1.0, generator=_gen(), draw_ahead=2)
+    opt = NoisyGD([a], lr=0.1, beta=1.0, generator=_gen(), draw_ahead=2)
+    late = torch.zeros(16, dtype=DTYPE, requires_grad=True)
+    opt.add_param_group({"params": [late]})
+    late.grad = torch.ones(16, dtype=DTYPE)
+    a.grad = torch.ones(2, 16, dtype=DTYPE)
+    with pytest.raises(ValueError, match="given at construction"):
+        opt.step()

@@ -57,6 +57,9 @@ _SEEDS = {"smoke": 2, "quick": 4, "full": 16}
 TOL = 0.01  # noisy GD: (F − F_grid)/F_grid ≤ 1%
 CONTROL_STALL = 10 * TOL  # the control must stay ≥ 10% above
 GRID_TOL = TOL / 10  # the reference's certified sandwich must be ≤ 0.1% wide
+# Noise numbers per seed drawn at once (one randn per seed every 2¹⁶/(3m) steps, not two per
+# step): with m a multiple of 16, as in every profile, the same numbers (NoisyGD.draw_ahead).
+_NOISE_AHEAD = 2 ** 16
 
 
 def _objective(a, W, X, y, lam):
@@ -146,7 +149,8 @@ class MeanfieldNoisyGD(Claim):
             W = torch.stack([i[3] for i in inst]).requires_grad_()  # (S, m, 2)
             if name == "noisy":
                 opt = NoisyGD([a, W], lr=config["lr"], beta=config["beta0"],
-                              generator=[i[4] for i in inst])
+                              generator=[i[4] for i in inst],
+                              draw_ahead=max(1, _NOISE_AHEAD // (3 * m)))
             else:
                 opt = GD([a, W], lr=config["lr"])
             F_marks, t = [], 0

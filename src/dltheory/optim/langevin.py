@@ -41,9 +41,14 @@ class NoisyGD(Optimizer):
     """
 
     def __init__(self, params, lr: float, beta: float, *,
-                 generator: torch.Generator | Sequence[torch.Generator]):
+                 generator: torch.Generator | Sequence[torch.Generator], draw_ahead: int = 1):
         _check_nonnegative("learning rate", lr)
         _check_positive("inverse temperature beta", beta)
+        if isinstance(draw_ahead, bool) or not isinstance(draw_ahead, int) or draw_ahead < 1:
+            raise ValueError(f"Invalid draw_ahead: {draw_ahead!r} (a positive number of steps)")
+        self.draw_ahead = draw_ahead
+        self._ahead: torch.Tensor | None = None  # (generators, steps, noise per step)
+        self._used = 0
         per_row = isinstance(generator, (list, tuple))
         for g in generator if per_row else [generator]:
             _check_generator(g)
@@ -56,21 +61,49 @@ class NoisyGD(Optimizer):
                         raise ValueError(f"NoisyGD: {len(self.generator)} generators need every "
                                          f"parameter stacked over {len(self.generator)} rows "
                                          f"(got shape {tuple(p.shape)})")
+        if draw_ahead > 1:
+            params = self._params()
+            if len({(p.dtype, p.device) for p in params}) > 1:
+                raise ValueError("NoisyGD: draw_ahead > 1 needs every parameter of one dtype and device")
+            rows = len(self.generator) if per_row else 1
+            sizes = [p.numel() // rows for p in params]
+            self._slices = {id(p): (sum(sizes[:i]), n) for i, (p, n) in enumerate(zip(params, sizes))}
+            self._like = params[0]
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
 
     def _noise(self, p: torch.Tensor) -> torch.Tensor:
         kw = dict(dtype=p.dtype, device=p.device)
+        if self.draw_ahead > 1:
+            if id(p) not in self._slices:
+                raise ValueError("NoisyGD: with draw_ahead > 1 every parameter must be given at "
+                                 "construction (not by add_param_group)")
+            start, n = self._slices[id(p)]
+            return self._ahead[:, self._used, start:start + n].reshape(p.shape)
         if isinstance(self.generator, torch.Generator):
             return torch.randn(p.shape, generator=self.generator, **kw)
         return torch.stack([torch.randn(p.shape[1:], generator=g, **kw) for g in self.generator])
+
+    def _draw_ahead(self) -> None:
+        """The noise of the next ``draw_ahead`` steps: one ``randn`` per generator."""
+        p, total = self._like, sum(n for _, n in self._slices.values())
+        gens = self.generator if isinstance(self.generator, list) else [self.generator]
+        self._ahead = torch.stack([torch.randn(self.draw_ahead, total, generator=g, dtype=p.dtype,
+                                               device=p.device) for g in gens])
+        self._used = 0
 
     @torch.no_grad()
     def step(self, closure=None):
         """One Langevin step; ``closure`` (optional) re-evaluates the loss and its gradient."""
         loss = _evaluate(closure)
+        if self.draw_ahead > 1 and (self._ahead is None or self._used == self.draw_ahead):
+            self._draw_ahead()
         for group in self.param_groups:
             noise_scale = math.sqrt(2.0 * group["lr"] / group["beta"])
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 p.add_(p.grad, alpha=-group["lr"]).add_(self._noise(p), alpha=noise_scale)
+        self._used += 1
         return loss
