@@ -36,7 +36,10 @@ def main() -> None:
             total += wall
             walls[claim_id] = wall
             passed += cr.verdict.passed is True
-            print(f"{claim_id:40s} {wall:8.1f} {len(cr.results):5d}  {cr.verdict.label}", flush=True)
+            why = ""
+            if cr.verdict.passed is not True:  # the store is temporary: say why here
+                why = "  " + cr.verdict.measured.rpartition("; failed: ")[2][:300]
+            print(f"{claim_id:40s} {wall:8.1f} {len(cr.results):5d}  {cr.verdict.label}{why}", flush=True)
     print(f"{'total':40s} {total:8.1f}        budget {BUDGET_S} s: "
           f"{'within' if total <= BUDGET_S else 'OVER'} ({total / BUDGET_S:.0%})")
     if walls:
