@@ -20,11 +20,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from dltheory.claims._implicit_bias import pad_to_simd
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.data import separable_gaussian
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
-from dltheory.models import VECTOR_BLOCK
 from dltheory.reference import max_margin
 
 _PROFILES = {
@@ -178,13 +178,11 @@ class ImplicitBiasGDL2(Claim):
         # tensors, so a seed's numbers are bit-identical whatever batch it runs in.
         per_seed = [_SeedRefs.build(X.to(device), y.to(device), svm, config["lr_scale"])
                     for (X, y, _), svm in zip(data, svms)]
-        # Zero rows pad n to whole vector blocks (they add exact zeros to every sum): then every
-        # element of the elementwise kernels (sigmoid) takes the SIMD path for any batch size,
-        # where an unpadded tensor would send a size-dependent tail through the scalar path,
-        # which rounds differently (pad_to_simd, which also says why not 64 rows).
-        pad = -n % (VECTOR_BLOCK // 8)
-        X = torch.nn.functional.pad(torch.stack([r.X for r in per_seed]), (0, 0, 0, pad))
-        y = torch.nn.functional.pad(torch.stack([r.y for r in per_seed]), (0, pad))[:, :, None]
+        # Zero rows pad n to whole vector blocks (they add exact zeros to every sum), once,
+        # outside the loop: every element of the elementwise kernels (sigmoid) then takes the
+        # SIMD path for any batch size (pad_to_simd says why).
+        X = pad_to_simd(torch.stack([r.X for r in per_seed]), 1)
+        y = pad_to_simd(torch.stack([r.y for r in per_seed]), 1)[:, :, None]
         Z = y * X  # rows y_i x_i
         Zt, Xt = Z.transpose(1, 2).contiguous(), X.transpose(1, 2).contiguous()
         yt = y.transpose(1, 2)

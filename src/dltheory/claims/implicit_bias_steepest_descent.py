@@ -67,8 +67,8 @@ def steepest_step(g: torch.Tensor, p: float) -> torch.Tensor:
     if math.isinf(p):
         return g.abs().sum(-1, keepdim=True) * torch.sign(g)
     q = dual_exponent(p)
-    # ‖g‖_q^{2−q} = (Σ|g_j|^q)^{(2−q)/q}: one power per seed, taken on a row padded to 64 so
-    # that it runs through the vectorized pow whatever the number of seeds (pad_to_simd)
+    # ‖g‖_q^{2−q} = (Σ|g_j|^q)^{(2−q)/q}: one power per seed, taken on a row padded to a vector
+    # block so that it runs through the vectorized pow whatever the number of seeds (pad_to_simd)
     total = pad_to_simd((g.abs() ** q).sum(-1, keepdim=True), -1, value=1.0)
     return (total ** ((2 - q) / q))[..., :1] * torch.sign(g) * g.abs() ** (q - 1)
 

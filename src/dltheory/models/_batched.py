@@ -219,7 +219,7 @@ def seed_map(f: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
     on one thread (a multi-threaded kernel splits the tensor where its size says). On other
     devices this is ``f(*xs)``. ``f`` must be elementwise: the padding (zeros) goes through
     it and is dropped. A caller that owns its data's layout can pad once instead of per call
-    (``implicit-bias-gd-l2`` pads its points to a multiple of 64 before its loop).
+    (``implicit-bias-gd-l2`` pads its points to whole vector blocks before its loop).
 
     >>> x = torch.randn(3, 6, 24)
     >>> y = seed_map(torch.nn.functional.softplus, x)

@@ -62,16 +62,14 @@ class NoisyGD(Optimizer):
                                          f"parameter stacked over {len(self.generator)} rows "
                                          f"(got shape {tuple(p.shape)})")
         if draw_ahead > 1:
-            params = self._params()
+            params = [p for group in self.param_groups for p in group["params"]]
             if len({(p.dtype, p.device) for p in params}) > 1:
                 raise ValueError("NoisyGD: draw_ahead > 1 needs every parameter of one dtype and device")
             rows = len(self.generator) if per_row else 1
             sizes = [p.numel() // rows for p in params]
+            # where each parameter's noise lies in one step's draw, and that draw's length
             self._slices = {id(p): (sum(sizes[:i]), n) for i, (p, n) in enumerate(zip(params, sizes))}
-            self._like = params[0]
-
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
+            self._draw = dict(size=sum(sizes), dtype=params[0].dtype, device=params[0].device)
 
     def _noise(self, p: torch.Tensor) -> torch.Tensor:
         kw = dict(dtype=p.dtype, device=p.device)
@@ -87,10 +85,9 @@ class NoisyGD(Optimizer):
 
     def _draw_ahead(self) -> None:
         """The noise of the next ``draw_ahead`` steps: one ``randn`` per generator."""
-        p, total = self._like, sum(n for _, n in self._slices.values())
         gens = self.generator if isinstance(self.generator, list) else [self.generator]
-        self._ahead = torch.stack([torch.randn(self.draw_ahead, total, generator=g, dtype=p.dtype,
-                                               device=p.device) for g in gens])
+        size, kw = self._draw["size"], dict(dtype=self._draw["dtype"], device=self._draw["device"])
+        self._ahead = torch.stack([torch.randn(self.draw_ahead, size, generator=g, **kw) for g in gens])
         self._used = 0
 
     @torch.no_grad()
