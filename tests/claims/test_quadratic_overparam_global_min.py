@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,15 @@ def test_judge_fails_when_the_numbers_break_the_criterion(bad, check):
 def test_bad_configs_are_refused(key, value):
     with pytest.raises(ConfigError):
         CLAIM.validate({**SHORT, key: value})
+
+
+def test_convex_program_gives_the_same_bits_first_and_after_other_solves():
+    # built once per shape and λ (DPP): a seed's optimum must not depend on the solves before
+    from dltheory.claims.quadratic_overparam_global_min import _convex_program
+
+    (p0, _), (p1, _) = (CLAIM._problem(SMOKE[0], s, "cpu") for s in (0, 1))
+    _convex_program.cache_clear()
+    first = _convex_optimum(p0.X, p0.y, SMOKE[0]["lam"])
+    _convex_optimum(p1.X, p1.y, SMOKE[0]["lam"])
+    again = _convex_optimum(p0.X, p0.y, SMOKE[0]["lam"])
+    assert np.array_equal(first[0], again[0]) and first[1] == again[1]

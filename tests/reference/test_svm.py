@@ -45,3 +45,20 @@ def test_inseparable_data_and_bad_shapes_are_clear_errors():
         max_margin(np.eye(2), np.array([1.0, 0.0]))
     with pytest.raises(ShapeError, match="NaN"):
         max_margin(np.array([[np.nan, 0.0], [1.0, 1.0]]), np.array([1.0, -1.0]))
+
+
+@pytest.mark.parametrize("norm", [2.0, 1.0, float("inf")])
+def test_cached_problem_gives_the_same_bits_first_and_after_other_solves(norm):
+    # built once per shape and norm (DPP); every solve builds its own Clarabel solver, so
+    # the answer depends on the data alone, not on which solve came first
+    from dltheory.reference.svm import _problem
+
+    def data(seed):
+        X, y, _ = separable_gaussian(20, 5, margin=0.5, generator=torch.Generator().manual_seed(seed))
+        return X.double().numpy(), y.double().numpy()
+
+    _problem.cache_clear()
+    first = max_margin(*data(0), norm)
+    max_margin(*data(1), norm)
+    again = max_margin(*data(0), norm)
+    assert np.array_equal(first.w, again.w) and np.array_equal(first.alpha, again.alpha)

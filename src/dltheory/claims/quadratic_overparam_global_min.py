@@ -25,6 +25,7 @@ rank of the convex optimum (m = 1 < k), which cannot reach it.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -35,6 +36,7 @@ from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
 from dltheory.models import seed_matmul
 from dltheory.problems import QuadraticNetwork
+from dltheory.reference._solve import solve
 
 _PROFILES = {
     "smoke": dict(d=6, k=2, N=24, widths=[1, 3, 7, 12], lam=0.2, steps=3000, lr=0.4, test=500),
@@ -204,17 +206,34 @@ def _objective(M: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float) ->
     return float(0.5 * ((_predict(M, X) - y) ** 2).mean() + lam / 2 * torch.trace(M))
 
 
-def _convex_optimum(X: torch.Tensor, y: torch.Tensor, lam: float):
-    """argmin_{M ⪰ 0} 1/(2N) Σ (x_iᵀMx_i − y_i)² + (λ/2) tr M by cvxpy (Clarabel), and its value."""
+@lru_cache(maxsize=16)
+def _convex_program(N: int, d: int, lam: float):
+    """The convex program for N inputs in R^d, with the data as cvxpy Parameters (DPP).
+
+    Built once per shape and λ, so a sweep's later solves (every seed, every width: the
+    program does not depend on m) skip canonicalization: 8.6 → 2.5 ms a solve at the smoke
+    shapes, 13.8 → 6.5 ms at quick, the same at full (the solver's own time). The residual
+    z is a variable, so the data enter linearly (a quadratic in a Parameter would make
+    cvxpy densify its coefficients); Clarabel gets the problem a fresh build gives, and
+    the same bits.
+    """
     import cvxpy as cp
 
+    M, z = cp.Variable((d, d), PSD=True), cp.Variable(N)
+    outer, y = cp.Parameter((N, d * d)), cp.Parameter(N)  # rows vec(x_i x_iᵀ); labels
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(z) / (2 * N) + lam / 2 * cp.trace(M)),
+                         [z == outer @ cp.vec(M, order="C") - y])
+    return problem, outer, y, M
+
+
+def _convex_optimum(X: torch.Tensor, y: torch.Tensor, lam: float):
+    """argmin_{M ⪰ 0} 1/(2N) Σ (x_iᵀMx_i − y_i)² + (λ/2) tr M by cvxpy (Clarabel), and its value."""
     Xn, yn = X.detach().cpu().double().numpy(), y.detach().cpu().double().numpy()
     N, d = Xn.shape
-    M = cp.Variable((d, d), PSD=True)
-    outer = np.einsum("ni,nj->nij", Xn, Xn).reshape(N, d * d)
-    pred = outer @ cp.vec(M, order="C")
-    problem = cp.Problem(cp.Minimize(cp.sum_squares(pred - yn) / (2 * N) + lam / 2 * cp.trace(M)))
-    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    problem, outer, labels, M = _convex_program(N, d, float(lam))
+    outer.value = np.einsum("ni,nj->nij", Xn, Xn).reshape(N, d * d)
+    labels.value = yn
+    solve(problem, "quadratic-overparam-global-min: the convex program", M)
     M_star = (M.value + M.value.T) / 2
     value = _objective(torch.as_tensor(M_star), X.detach().cpu().double(), y.detach().cpu().double(), lam)
     return M_star, value

@@ -17,13 +17,20 @@ def solve(problem, name: str, variable, *, infeasible: str | None = None, tol: f
     (a dual certificate, a KKT residual) and that check decides. ``infeasible`` is the
     message for an infeasible or unbounded status (``{status}`` is filled in); ``name`` the
     caller's name for the other messages.
+
+    Each solve builds its Clarabel solver from its own data (``warm_start=False``). With
+    cvxpy's default, a problem solved again (a parametrized problem cached per shape) hands
+    its new data to the solver the first solve built, and Clarabel's answer then depends, in
+    its last bits, on which data that first solve had: a seed's reference would differ
+    between a batched run and a run alone. Measured: 2.4 ms a solve against 2.25 ms reused.
     """
     import cvxpy as cp
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.CLARABEL, tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol)
+            problem.solve(solver=cp.CLARABEL, warm_start=False, tol_gap_abs=tol, tol_gap_rel=tol,
+                          tol_feas=tol)
     except cp.error.SolverError as e:
         raise SolverError(f"{name}: the solver failed ({e})") from None
     if infeasible is not None and problem.status in _INFEASIBLE:

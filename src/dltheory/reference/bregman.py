@@ -223,13 +223,6 @@ def _dual_problem(psi: _Potential, n: int, d: int):
 
     X, y, theta0 = cp.Parameter((n, d)), cp.Parameter(n), cp.Parameter(d)
     problem, nu = _dual(psi, X, y, theta0)
-    # The first solve of a DPP problem canonicalizes by another path than later solves and
-    # returns an answer differing in the last bits; solve a trivial instance (Xw = y at w = 1:
-    # X the first n coordinates) once so every real solve takes the same, cached path.
-    X.value = np.eye(n, d)
-    y.value = np.ones(n)
-    theta0.value = psi.mirror_map(np.full(d, 0.5))
-    solve(problem, "min_bregman_interpolation", nu)
     return problem, (X, y, theta0), nu
 
 

@@ -83,11 +83,6 @@ def _problem(n: int, d: int, p: float):
         problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(w)), [constraint])
     else:
         problem = cp.Problem(cp.Minimize(cp.norm(w, p)), [constraint])
-    # The first solve of a DPP problem canonicalizes by another path than later solves and
-    # returns an answer differing in the last bits; solve a trivially separable instance
-    # once so every real solve takes the same (cached) path and is reproducible.
-    Z.value = np.ones((n, d))
-    problem.solve(solver=cp.CLARABEL)
     return problem, Z, w, constraint
 
 
