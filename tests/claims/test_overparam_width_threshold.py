@@ -17,6 +17,17 @@ def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit():
     assert together[0].curves != together[1].curves
 
 
+def test_seeds_leaving_the_batch_as_they_fit_get_what_they_get_alone():
+    # seeds 1 and 3 fit at width 6 after 100 steps and leave while 0 and 2 train on (to 300
+    # steps, then width 11): the rows left must keep their bits, each seed its own record
+    config = {**SHORT, "widths": [3, 6, 11], "steps": 300, "n": 32}
+    together = CLAIM.run_batch(config, [0, 1, 2, 3], "cpu")
+    assert [o.metrics["m_star"] for o in together] == [11, 6, 11, 6]
+    for seed, batched in enumerate(together):
+        alone = CLAIM.run_batch(config, [seed], "cpu")[0]
+        assert batched.metrics == alone.metrics and batched.curves == alone.curves, seed
+
+
 def test_threshold_is_the_smallest_fitting_width_and_wider_nets_are_skipped():
     out = CLAIM.run_batch({**SHORT, "widths": [1, 2, 4, 8, 16, 32, 64], "steps": 400}, [0], "cpu")[0]
     fit = out.curves["fit"]

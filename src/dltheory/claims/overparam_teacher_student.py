@@ -44,6 +44,7 @@ TOLERANCE = 1e-3  # success: train loss ≤ 0.1% of the label variance (mean (f�
 RATE_GAP = 0.5  # "far more often": success rate at 2·k0 exceeds the rate at k0 by ≥ 1/2
 PAIRED_WINS = 0.9  # on ≥ 90% of the seeds (same teacher, same data) 2·k0 ends lower than k0
 _CHUNK = 1000  # SGD steps whose minibatch indices are drawn at once
+_GATHER = 100  # SGD steps whose minibatches are gathered at once (memory: _GATHER·S·B·(d + 1))
 
 
 class OverparamTeacherStudent(Claim):
@@ -104,6 +105,7 @@ class OverparamTeacherStudent(Claim):
         data = [self._problem(config, s, device) for s in seeds]
         X = torch.stack([t.X for t in data])  # (S, n, d)
         y = torch.stack([t.y for t in data])  # (S, n)
+        Xy = torch.cat([X, y[..., None]], -1)  # rows (x_i, y_i): one gather a minibatch
         # Per seed, unbatched: a reduction's rounding may depend on how many rows it spans.
         var = torch.stack([t.y.var(correction=0) for t in data])[:, None]
         # The student's init and minibatch order ignore the step size: every lr of the grid
@@ -133,7 +135,9 @@ class OverparamTeacherStudent(Claim):
             idx = torch.stack([torch.randint(0, n, (chunk, B), generator=g, device=device)
                                for g in gens], dim=1)  # (chunk, S, B)
             for i in range(chunk):
-                x, target = X[rows, idx[i]], y[rows, idx[i]]
+                if i % _GATHER == 0:  # the next _GATHER minibatches in one gather: (·, S, B, d + 1)
+                    batches = Xy[rows, idx[i:i + _GATHER]]
+                x, target = batches[i % _GATHER, ..., :-1], batches[i % _GATHER, ..., -1]
                 h, out = predict(x)
                 # SGD on ½ mean_B (f − y)² / Var(y):  ∂/∂w_r = scale · a_r 1[w_rᵀx > 0] r x
                 r = (out - target) / (var * B)

@@ -53,7 +53,7 @@ LINEAR = 1.0  # the talk's heuristic: p* = c·n
 THEORY = 4.0  # the theorem's width n⁴ (p* ∝ n⁴ at fixed d)
 SLACK = 0.5  # random labels: |b − 1| <= 1/2
 CONTROL_RATIO = 4.0  # real labels need >= 4x fewer parameters than random ones at the largest n
-_CHECK_EVERY = 100  # steps between success checks (a host sync); a width stops once all seeds fit
+_CHECK_EVERY = 100  # steps between success checks (a host sync); a seed leaves the batch once it fits
 
 
 class OverparamWidthThreshold(Claim):
@@ -121,21 +121,23 @@ class OverparamWidthThreshold(Claim):
         gens = [self.generator(config, s, device) for s in seeds]
         data = [self._data(config, g, device) for g in gens]
         X, y = torch.stack([x for x, _ in data]), torch.stack([t for _, t in data])  # (S,n,d), (S,n)
-        fits: dict[int, list[bool]] = {}
-        steps_used: dict[int, list[int]] = {}
-        final_loss: dict[int, list[float]] = {}
-        # Ascending widths, until every seed has fit at some width: m* is the smallest
-        # fitting one, so wider nets are not trained (their curve entries are None). Each
-        # width's nets come from the seeds' generators in grid order, as they would alone.
+        fits: dict[int, dict[int, bool]] = {}  # width → seed → fit (seeds that trained it)
+        steps_used: dict[int, dict[int, int]] = {}
+        final_loss: dict[int, dict[int, float]] = {}
+        # Ascending widths, each trained by the seeds that have not fit yet: m* is the
+        # smallest fitting width, so a seed trains no wider net (its curve entries are None),
+        # as alone. Each width's nets come from those seeds' generators in grid order.
+        active = list(range(len(seeds)))
         for m in config["widths"]:
-            net = TwoLayer(config["d"], m, generators=gens, device=device)
-            fit, used, loss = _train(net, X, y, config["steps"], config["lr"])
-            fits[m], steps_used[m], final_loss[m] = fit, used, loss
-            if all(any(f[k] for f in fits.values()) for k in range(len(seeds))):
+            net = TwoLayer(config["d"], m, generators=[gens[k] for k in active], device=device)
+            fit, used, loss = _train(net, X[active], y[active], config["steps"], config["lr"])
+            fits[m], steps_used[m], final_loss[m] = (dict(zip(active, v)) for v in (fit, used, loss))
+            active = [k for k in active if not fits[m][k]]
+            if not active:
                 break
         outcomes = []
         for k in range(len(seeds)):
-            fitting = [m for m in fits if fits[m][k]]
+            fitting = [m for m in fits if fits[m].get(k)]
             m_star = fitting[0] if fitting else None
             # A seed's curves end at its own m* (what it would have trained alone).
             mine = [m for m in config["widths"] if m in fits and (m_star is None or m <= m_star)]
@@ -208,13 +210,14 @@ class OverparamWidthThreshold(Claim):
 
 
 def _train(net: TwoLayer, X: torch.Tensor, y: torch.Tensor, steps: int, lr: float):
-    """Full-batch GD on ½·mean (f − y)² for every seed of ``net`` at once; stops early once
-    every seed fits. Returns per seed: fit (all margins >= MARGIN), steps used, final loss."""
+    """Full-batch GD on ½·mean (f − y)² for every seed of ``net`` at once. Every
+    ``_CHECK_EVERY`` steps the seeds that fit leave the batch, their record taken then (what
+    each would get alone: every product is batch-invariant); the rest go on, to ``steps``.
+    Returns per seed: fit (all margins >= MARGIN), steps used, loss at that step."""
     W, a, scale = net.W.detach().clone(), net.a.detach().clone(), net.scale
     S = W.shape[0]
-    used = torch.full((S,), steps, dtype=torch.long, device=X.device)
-    fitted = torch.zeros(S, dtype=torch.bool, device=X.device)
-    loss = torch.full((S,), math.nan, dtype=X.dtype, device=X.device)
+    fit, used, loss = [False] * S, [steps] * S, [math.nan] * S
+    rows = list(range(S))  # the seeds still training, in batch order
 
     def predict(W, a):
         # GEMMs through seed_matmul, contractions with a vector as broadcast-multiply + sum
@@ -233,19 +236,19 @@ def _train(net: TwoLayer, X: torch.Tensor, y: torch.Tensor, steps: int, lr: floa
         W = W - lr * grad_W
         if t % _CHECK_EVERY == 0 or t == steps:
             out = predict(W, a)[1]
-            now = torch.isfinite(out).all(1) & ((y * out).amin(1) >= MARGIN)
-            # A seed's record is frozen when it first fits, so it does not depend on when
-            # the other seeds of the batch let the loop stop.
-            first = now & ~fitted if t < steps else ~fitted
-            used = torch.where(first, torch.full_like(used, t), used)
-            # Per seed: a reduction's rounding may depend on how many rows it spans.
-            now_loss = torch.stack([0.5 * ((out[k] - y[k]) ** 2).mean() for k in range(S)])
-            now_loss = torch.nan_to_num(now_loss, nan=math.inf)  # diverged: not fit
-            loss = torch.where(first, now_loss, loss)
-            fitted |= now
-            if bool(fitted.all()):
+            now = (torch.isfinite(out).all(1) & ((y * out).amin(1) >= MARGIN)).tolist()
+            for j, k in enumerate(rows):
+                if now[j] or t == steps:
+                    # Per seed: a reduction's rounding may depend on how many rows it spans.
+                    done = torch.nan_to_num(0.5 * ((out[j] - y[j]) ** 2).mean(), nan=math.inf)
+                    fit[k], used[k], loss[k] = now[j], t, float(done)  # diverged: not fit
+            keep = [j for j, ok in enumerate(now) if not ok]
+            if not keep:
                 break
-    return fitted.tolist(), used.tolist(), loss.tolist()
+            if len(keep) < len(rows):
+                rows = [rows[j] for j in keep]
+                W, a, X, y = W[keep], a[keep], X[keep], y[keep]
+    return fit, used, loss
 
 
 def _median_p(runs: Results) -> float:
