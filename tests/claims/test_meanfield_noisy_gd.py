@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dltheory.claims import Result, Results, get_claim
-from dltheory.claims.meanfield_noisy_gd import CONTROL_STALL, TOL, _objective
+from dltheory.claims.meanfield_noisy_gd import CONTROL_STALL, TOL, _gradient, _objective
 from dltheory.errors import ConfigError
 
 CLAIM = get_claim("meanfield-noisy-gd")
@@ -21,6 +21,18 @@ def test_objective_is_the_mean_field_loss_of_each_seed():
         f = torch.stack([sum(a[s, r] * torch.relu(W[s, r] @ x) for r in range(5)) / 5 for x in X[s]])
         expected = ((f - y[s]) ** 2).mean() / 2 + 0.1 / 10 * (a[s] @ a[s] + (W[s] ** 2).sum())
         torch.testing.assert_close(F[s], expected)
+
+
+def test_closed_form_gradient_is_autograds_gradient_of_m_times_F():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(3, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(3, 16, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    X, y = torch.randn(3, 9, 2, generator=g, dtype=torch.float64), torch.randn(3, 9, generator=g,
+                                                                              dtype=torch.float64)
+    (16 * _objective(a, W, X, y, 0.05).sum()).backward()
+    grad_a, grad_W = _gradient(a.detach(), W.detach(), X, y, 0.05)
+    torch.testing.assert_close(grad_a, a.grad, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad_W, W.grad, rtol=1e-12, atol=1e-14)
 
 
 def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit():

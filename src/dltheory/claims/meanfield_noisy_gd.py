@@ -74,6 +74,28 @@ def _objective(a, W, X, y, lam):
     return ((f - y) ** 2).mean(1) / 2 + lam / (2 * m) * ((a ** 2).sum(1) + (W ** 2).sum((1, 2)))
 
 
+def _gradient(a, W, X, y, lam):
+    """∇ of m·F (the mean-field time scale, MMN eq. 6) in a and W, per seed, in closed form:
+
+        ∂(mF)/∂a_j = Σ_i r_i relu(w_jᵀx_i) + λ a_j,
+        ∂(mF)/∂w_j = a_j Σ_i r_i 1[w_jᵀx_i > 0] x_i + λ w_j,     r_i = (f(x_i) − y_i)/n.
+
+    Same shapes as :func:`_objective`, whose autograd backward it replaces (tested against
+    it): 13 passes over the (S, n, m) products instead of ~30, 260 → 67 µs a step at the
+    smoke shape alone, 361 → 165 µs for 16 seeds. Sums over n run along dimension 1, the
+    same reduction for every seed whatever their number (tested bit for bit).
+    """
+    m, n = a.shape[1], X.shape[1]
+    X0, X1 = X[:, :, None, 0], X[:, :, None, 1]  # (S, n, 1)
+    pre = X0 * W[:, None, :, 0] + X1 * W[:, None, :, 1]  # (S, n, m), as in _objective
+    act = torch.relu(pre)
+    r = ((act * a[:, None, :]).sum(2) / m - y) / n  # (S, n)
+    grad_a = (act * r[:, :, None]).sum(1) + lam * a
+    g = (pre > 0) * r[:, :, None] * a[:, None, :]
+    grad_W = torch.stack([(g * X0).sum(1), (g * X1).sum(1)], -1) + lam * W
+    return grad_a, grad_W
+
+
 class MeanfieldNoisyGD(Claim):
     id = "meanfield-noisy-gd"
     title = "Noisy GD on a mean-field ReLU net reaches the global minimum of the regularized loss"
@@ -145,8 +167,8 @@ class MeanfieldNoisyGD(Claim):
         for name in ("noisy", "control"):
             # One leaf per parameter, stacked over seeds, and one optimizer: NoisyGD draws row
             # s's noise from seed s's generator, the noise that seed draws alone.
-            a = torch.stack([i[2] for i in inst]).requires_grad_()  # (S, m)
-            W = torch.stack([i[3] for i in inst]).requires_grad_()  # (S, m, 2)
+            a = torch.stack([i[2] for i in inst])  # (S, m)
+            W = torch.stack([i[3] for i in inst])  # (S, m, 2)
             if name == "noisy":
                 opt = NoisyGD([a, W], lr=config["lr"], beta=config["beta0"],
                               generator=[i[4] for i in inst],
@@ -159,9 +181,7 @@ class MeanfieldNoisyGD(Claim):
                     if name == "noisy":
                         opt.param_groups[0]["beta"] = (
                             config["beta0"] * (config["beta1"] / config["beta0"]) ** (step / (T - 1)))
-                    opt.zero_grad()
-                    # m·F: each particle moves at the mean-field time scale (MMN eq. 6)
-                    (m * _objective(a, W, X, y, lam).sum()).backward()
+                    a.grad, W.grad = _gradient(a, W, X, y, lam)
                     opt.step()
                 t = mark
                 with torch.no_grad():
