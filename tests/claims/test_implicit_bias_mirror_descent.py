@@ -1,11 +1,31 @@
 import pytest
+import torch
 
 from dltheory.claims import Result, Results, get_claim
+from dltheory.claims.implicit_bias_mirror_descent import normal_residual
 from dltheory.errors import ConfigError
+from dltheory.optim import MirrorDescent
 
 CLAIM = get_claim("implicit-bias-mirror-descent")
 SMOKE = CLAIM.sweep("smoke").configs[0]
 SHORT = {**SMOKE, "steps": 200}
+
+
+@pytest.mark.parametrize("potential, kw", [("l2", {}), ("entropy", {}), ("lp", dict(p=1.5)),
+                                           ("hypentropy", dict(beta=0.5))])
+def test_a_step_stays_on_the_runs_device(potential, kw, monkeypatch):
+    # No GPU in CI: on the meta device (shapes, no data) a host tensor mixed into the step
+    # fails as it would on a GPU, and so does a host sync (a data-dependent branch). The
+    # optimizer's start check reads the data (once, before the loop): skipped here.
+    monkeypatch.setattr(MirrorDescent, "_check_start", staticmethod(lambda w, group: None))
+    X = torch.empty(3, 16, 32, dtype=torch.float64, device="meta")
+    y = torch.empty(3, 1, 16, dtype=torch.float64, device="meta")
+    w = torch.empty(3, 1, 32, dtype=torch.float64, device="meta")
+    step = torch.empty(3, 1, 1, dtype=torch.float64, device="meta")
+    optimizer = MirrorDescent([w], lr=1.0, potential=potential, **kw)
+    w.grad = step * normal_residual(X, X.transpose(1, 2).contiguous(), y, w) / 16
+    optimizer.step()
+    assert w.device.type == "meta" and w.shape == (3, 1, 32)
 
 
 def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit():

@@ -2,12 +2,24 @@ import pytest
 import torch
 
 from dltheory.claims import Result, Results, get_claim
-from dltheory.claims.implicit_bias_steepest_descent import steepest_step
+from dltheory.claims.implicit_bias_steepest_descent import ascend, steepest_step
 from dltheory.optim import steepest_direction
 
 CLAIM = get_claim("implicit-bias-steepest-descent")
 SMOKE = CLAIM.sweep("smoke").configs[0]
 SHORT = {**SMOKE, "steps": 300}
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, float("inf")])
+def test_a_step_stays_on_the_runs_device(p):
+    # No GPU in CI: on the meta device (shapes, no data) a host tensor mixed into the step
+    # fails as it would on a GPU, and so does a host sync (a data-dependent branch).
+    Z = torch.empty(3, 16, 32, dtype=torch.float64, device="meta")
+    rows = torch.zeros(1, 1, 16, dtype=torch.float64, device="meta")
+    w = torch.zeros(3, 1, 32, dtype=torch.float64, device="meta")
+    ascend(Z, Z.transpose(1, 2).contiguous(), rows, w,
+           torch.ones(3, 1, 1, dtype=torch.float64, device="meta"), p)
+    assert w.device.type == "meta" and w.shape == (3, 1, 32)
 
 
 @pytest.mark.parametrize("p", [1.0, 2.0, 3.0, float("inf")])

@@ -60,6 +60,15 @@ def _hessian_of_conjugate(name: str, w: np.ndarray, cfg: Mapping[str, Any]) -> n
     return np.ones_like(w)
 
 
+def normal_residual(X, Xt, y, w):
+    """Xᵀ(Xw − y) per seed (n times the gradient of L = (1/2n)‖Xw − y‖²): X (S, n, d), Xt its
+    transpose, y (S, 1, n), w (S, 1, d). Broadcast multiplies and sums over the contiguous
+    last axis (a batched GEMM may pick its kernel, and its rounding, by the number of
+    seeds); no host sync."""
+    resid = (X * w).sum(2)[:, None, :].sub_(y)
+    return (Xt * resid).sum(2)[:, None, :]
+
+
 class ImplicitBiasMirrorDescent(Claim):
     id = "implicit-bias-mirror-descent"
     title = "Mirror descent on least squares → the Bregman projection of the initialization"
@@ -76,10 +85,6 @@ class ImplicitBiasMirrorDescent(Claim):
         "and at least 1e-3 (10× the tolerance) away from every Bregman solution."
     )
     batched = True
-    cpu_only = (
-        "its per-step products are at most 32 × 100 × 500 and it checks each seed against cvxpy on "
-        "the host; not ported to the GPU (no GPU to test it on)")
-
     def sweep(self, profile: str) -> Sweep:
         return Sweep([dict(_PROFILES[profile])], list(range(_SEEDS[profile])), profile, self.id)
 
@@ -134,9 +139,10 @@ class ImplicitBiasMirrorDescent(Claim):
                 for X, y in data]
         # Zero columns pad d (their gradient is exactly 0, so they stay at w₀ and touch nothing);
         # zero rows pad n.
-        X = pad_to_simd(pad_to_simd(torch.stack([X for X, _ in data]), 2), 1)  # (S, n', d')
+        # The data are drawn (and the references solved) on the host; the runs go to `device`.
+        X = pad_to_simd(pad_to_simd(torch.stack([X for X, _ in data]), 2), 1).to(device)  # (S, n', d')
         Xt = X.transpose(1, 2).contiguous()
-        y = pad_to_simd(torch.stack([y for _, y in data]), 1)[:, None, :]  # (S, 1, n')
+        y = pad_to_simd(torch.stack([y for _, y in data]), 1)[:, None, :].to(device)  # (S, 1, n')
         # Step: lr_scale / (smoothness of L in w) / (the largest ∇²ψ* along the way, taken at
         # w₀ and at the limit), per seed, folded into the gradient because MirrorDescent takes
         # one lr per parameter group and the seeds share one batched parameter.
@@ -144,9 +150,9 @@ class ImplicitBiasMirrorDescent(Claim):
         step = {k: torch.tensor([config["lr_scale"] / (s2 * max(
             _hessian_of_conjugate(k, w0, config).max(),
             _hessian_of_conjugate(k, ref[k].w, config).max())) for s2, ref in zip(sigma2, refs)],
-            dtype=torch.float64)[:, None, None] for k in names}
-        w = {k: torch.full((len(seeds), 1, X.shape[2]), config["init"], dtype=torch.float64)
-             for k in names}
+            dtype=torch.float64, device=device)[:, None, None] for k in names}
+        w = {k: torch.full((len(seeds), 1, X.shape[2]), config["init"], dtype=torch.float64,
+                           device=device) for k in names}
         optimizers = {k: MirrorDescent([w[k]], lr=1.0,
                                        potential=make_potential(k, **self._options(k, config)))
                       for k in names}
@@ -156,17 +162,15 @@ class ImplicitBiasMirrorDescent(Claim):
         for mark in marks:
             for _ in range(mark - t):
                 for k in names:
-                    # ∇L = (1/n) Xᵀ(Xw − y), as broadcast-multiply + sum over the contiguous
-                    # last axis (a batched GEMM may pick a kernel by batch size).
-                    resid = (X * w[k]).sum(2)[:, None, :].sub_(y)
-                    w[k].grad = step[k] * (Xt * resid).sum(2)[:, None, :] / n
+                    w[k].grad = step[k] * normal_residual(X, Xt, y, w[k]) / n
                     optimizers[k].step()
             t = mark
+            host = {k: w[k][:, 0, :d].cpu().numpy() for k in names}  # one copy per checkpoint
             for i, ref in enumerate(refs):
                 curves[i]["t"].append(t)
                 for k in names:
-                    curves[i][f"{k}_error"].append(_relative(w[k][i, 0, :d].numpy(), ref[k].w))
-        return [self._summarize(names, data[i], refs[i], {k: w[k][i, 0, :d].numpy() for k in names},
+                    curves[i][f"{k}_error"].append(_relative(host[k][i], ref[k].w))
+        return [self._summarize(names, data[i], refs[i], {k: host[k][i] for k in names},
                                 curves[i]) for i in range(len(seeds))]
 
     def _summarize(self, names, data, ref, w, c) -> Outcome:

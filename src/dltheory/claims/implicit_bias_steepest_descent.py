@@ -73,6 +73,21 @@ def steepest_step(g: torch.Tensor, p: float) -> torch.Tensor:
     return (total ** ((2 - q) / q))[..., :1] * torch.sign(g) * g.abs() ** (q - 1)
 
 
+def ascend(Z, Zt, padded_rows, w, scale, p: float) -> None:
+    """One steepest-descent step in ℓp on the exponential loss, in place on ``w`` (S, 1, d):
+    ``w += η_t ‖g‖_* argmax_{‖u‖_p ≤ 1} ⟨u, g⟩`` with ``g = −∇L/L = Σ softmax(−m)_i z_i``.
+
+    Z (S, n, d) holds the rows y_i x_i, Zt its transpose, ``padded_rows`` (1, 1, n) is +∞ on
+    padded rows (weight exp(−∞) = 0), ``scale`` (S, 1, 1) is η_t·L(w_t) per seed. Products are
+    broadcast multiplies and sums over the contiguous last axis, whose rounding does not
+    depend on the number of seeds; no host sync.
+    """
+    m = (Z * w).sum(2)[:, None, :] + padded_rows  # (S, 1, n) margins
+    weight = torch.exp(m.amin(2, keepdim=True) - m)  # ∝ softmax(−m)
+    g = (Zt * weight).sum(2)[:, None, :] / weight.sum(2, keepdim=True)
+    w.add_(scale * steepest_step(g, p))
+
+
 def _margin(Z: np.ndarray, w: np.ndarray, p: float) -> float:
     """The ℓp margin min_i y_i⟨w, x_i⟩ / ‖w‖_p (rows of Z are y_i x_i)."""
     return float((Z @ w).min() / np.linalg.norm(w, ord=p))
@@ -100,10 +115,6 @@ class ImplicitBiasSteepestDescent(Claim):
         "end elsewhere)."
     )
     batched = True
-    cpu_only = (
-        "its per-step products are at most 32 × 50 × 100 and it checks each seed against cvxpy on "
-        "the host; not ported to the GPU (no GPU to test it on)")
-
     def sweep(self, profile: str) -> Sweep:
         return Sweep([dict(_PROFILES[profile])], list(range(_SEEDS[profile])), profile, self.id)
 
@@ -143,16 +154,18 @@ class ImplicitBiasSteepestDescent(Claim):
         data = [self._data(config, s) for s in seeds]
         Zs = [(y[:, None] * X).numpy() for X, y in data]
         svms = [{k: max_margin(X, y, norm=p) for k, p in zip(names, ps)} for X, y in data]
+        # The data are drawn (and the SVMs solved) on the host, then the runs go to `device`.
         # Padded rows get margin +∞ (weight exp(−∞) = 0), padded columns are zero.
-        Z = pad_to_simd(pad_to_simd(torch.stack([y[:, None] * X for X, y in data]), 2), 1)
+        Z = pad_to_simd(pad_to_simd(torch.stack([y[:, None] * X for X, y in data]), 2), 1).to(device)
         Zt = Z.transpose(1, 2).contiguous()  # (S, d, n)
-        padded_rows = pad_to_simd(torch.zeros(1, 1, config["n"], dtype=torch.float64), 2,
-                                  value=math.inf)
-        w = {k: torch.zeros(len(seeds), 1, Z.shape[2], dtype=torch.float64) for k in names}
+        padded_rows = pad_to_simd(torch.zeros(1, 1, config["n"], dtype=torch.float64, device=device),
+                                  2, value=math.inf)
+        w = {k: torch.zeros(len(seeds), 1, Z.shape[2], dtype=torch.float64, device=device)
+             for k in names}
         # η_t = lr_scale/(B² L(w_t)), B = max_i ‖x_i‖_* (dual norm), per seed.
         scale = {k: torch.tensor([config["lr_scale"] / float(
             torch.linalg.vector_norm(X, ord=dual_exponent(p), dim=1).max()) ** 2 for X, _ in data],
-            dtype=torch.float64)[:, None, None] for k, p in zip(names, ps)}
+            dtype=torch.float64, device=device)[:, None, None] for k, p in zip(names, ps)}
         marks = log_checkpoints(config["steps"], config["checkpoints"])
         curves = [{"t": [], **{f"{k}_{c}": [] for k in names for c in ("margin_gap", "direction_gap")}}
                   for _ in seeds]
@@ -160,20 +173,18 @@ class ImplicitBiasSteepestDescent(Claim):
         for mark in marks:
             for _ in range(mark - t):
                 for k, p in zip(names, ps):
-                    m = (Z * w[k]).sum(2)[:, None, :] + padded_rows  # (S, 1, n) margins
-                    weight = torch.exp(m.amin(2, keepdim=True) - m)  # ∝ softmax(−m)
-                    g = (Zt * weight).sum(2)[:, None, :] / weight.sum(2, keepdim=True)
-                    w[k].add_(scale[k] * steepest_step(g, p))  # −∇L/L = Σ softmax(−m)_i z_i
+                    ascend(Z, Zt, padded_rows, w[k], scale[k], p)
             t = mark
+            host = {k: w[k][:, 0].cpu().numpy() for k in names}  # one copy per checkpoint
             for i, (Zi, svm) in enumerate(zip(Zs, svms)):
                 curves[i]["t"].append(t)
                 for k, p in zip(names, ps):
-                    wi = w[k][i, 0, :Zi.shape[1]].numpy()
+                    wi = host[k][i, :Zi.shape[1]]
                     curves[i][f"{k}_margin_gap"].append(1 - _margin(Zi, wi, p) / svm[k].margin)
                     curves[i][f"{k}_direction_gap"].append(
                         float(np.linalg.norm(_unit(wi) - _unit(svm[k].w))))
         return [self._summarize(names, ps, Zs[i], svms[i],
-                                {k: w[k][i, 0, :Zs[i].shape[1]].numpy() for k in names}, curves[i])
+                                {k: host[k][i, :Zs[i].shape[1]] for k in names}, curves[i])
                 for i in range(len(seeds))]
 
     def _summarize(self, names, ps, Z, svm, w, c) -> Outcome:
