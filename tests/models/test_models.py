@@ -39,6 +39,24 @@ def test_seed_k_of_a_batch_equals_the_model_built_from_generator_k(name):
 
 
 @pytest.mark.parametrize("name", BUILDERS)
+def test_seeds_keeps_the_rows_asked_in_their_order_with_their_generators(name):
+    gens = _gens([3, 1, 4, 1])
+    batched = BUILDERS[name](gens)
+    kept = batched.seeds([2, 0])
+    for (n1, p1), (n2, p2) in zip(batched.state_dict().items(), kept.state_dict().items()):
+        assert n1 == n2 and torch.equal(p2, p1[[2, 0]]), (name, n1)
+    assert kept.n_seeds == 2 and kept.generators[0] is gens[2] and kept.generators[1] is gens[0]
+    kept.parameters().__next__().data.zero_()  # a copy: the batch keeps its numbers
+    assert not torch.equal(next(batched.parameters())[2], next(kept.parameters())[0])
+
+
+@pytest.mark.parametrize("rows", [[], [4], [-1], [0.0]])
+def test_seeds_refuses_bad_rows(rows):
+    with pytest.raises(ConfigError, match="seed indices"):
+        BUILDERS["mlp"](_gens([0, 1, 2, 3])).seeds(rows)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
 def test_gradient_of_the_summed_loss_is_each_seeds_own_gradient(name):
     build = BUILDERS[name]
     batched = build(_gens([0, 1]))

@@ -112,36 +112,62 @@ def _race(net: DeepLinear, X: torch.Tensor, y: torch.Tensor, p: int, lrs: torch.
     y (S, m), target (S,). Slices run in lockstep, so the first to arrive is the best step
     size of the grid. A seed's ``steps`` is ``None`` when none of its step sizes arrives
     within ``max_steps``; its curve then follows the step size with the lowest loss seen.
-    Arrivals are recorded on the device; the host looks every ``_POLL`` steps whether all
-    seeds have arrived (the steps after a seed's arrival change none of its numbers).
+    Arrivals are recorded on the device; every ``_POLL`` steps the host looks which seeds
+    have arrived, and those leave the race (the steps after a seed's arrival change none of
+    its numbers, and the products are batch-invariant: the others go on with the bits they
+    get alone), so the batch costs what its seeds' own races cost, not S × the slowest.
     """
     S, K = X.shape[0], len(lrs)
-    step_sizes = lrs.repeat(S)[:, None, None]
+    live = list(range(S))  # the seeds still racing, in batch order
     arrival = torch.full((S,), -1, dtype=torch.long, device=X.device)  # step of first arrival
     winner = torch.zeros(S, dtype=torch.long, device=X.device)  # index of the first to arrive
-    history = []
+    step_sizes = lrs.repeat(S)[:, None, None]
+    segments: list[tuple[list[int], list[torch.Tensor]]] = [(live, [])]  # losses (S_live, K)
+    ended: dict[int, tuple[int, int]] = {}  # seed → (arrival, winner), as it leaves
     with torch.no_grad():
         for t in range(max_steps + 1):
-            w = net.end_to_end().reshape(S, K, -1)
+            w = net.end_to_end().reshape(len(live), K, -1)
             loss, slope = _loss_and_slope(w @ X.mT - y[:, None, :], p)  # (S, K), (S, K, m)
-            history.append(loss)
+            segments[-1][1].append(loss)
             arrived = loss <= target[:, None]
             first = arrived.any(1) & (arrival < 0)
             arrival = torch.where(first, t, arrival)
             winner = torch.where(first, arrived.int().argmax(1), winner)  # argmax: first True
-            if t % _POLL == 0 and bool((arrival >= 0).all()):
+            if t % _POLL == 0 or t == max_steps:
+                stop = (arrival >= 0).tolist() if t < max_steps else [True] * len(live)
+                if any(stop):
+                    for j, (a, b) in enumerate(zip(arrival.tolist(), winner.tolist())):
+                        if stop[j]:
+                            ended[live[j]] = (a, b)
+                    keep = [j for j, done in enumerate(stop) if not done]
+                    if not keep:
+                        break
+                    live = [live[j] for j in keep]
+                    net = net.seeds([j * K + k for j in keep for k in range(K)])
+                    X, y, target, slope = X[keep], y[keep], target[keep], slope[keep]
+                    arrival, winner = arrival[keep], winner[keep]
+                    step_sizes = lrs.repeat(len(live))[:, None, None]
+                    segments.append((live, []))
+            if t == max_steps:
                 break
             grad = slope @ X / y.shape[1]  # ∇L(w), (S, K, d)
-            for W, dW in zip(net.weights, net.layer_gradients(grad.reshape(S * K, 1, -1))):
+            for W, dW in zip(net.weights, net.layer_gradients(grad.reshape(len(live) * K, 1, -1))):
                 W.sub_(step_sizes * dW)
-    losses = torch.stack(history)  # (T, S, K)
+    history: dict[int, list[torch.Tensor]] = {s: [] for s in range(S)}  # (T_seed, K) pieces
+    for seeds, losses in segments:
+        if losses:
+            block = torch.stack(losses)  # (T_segment, S_live, K)
+            for j, s in enumerate(seeds):
+                history[s].append(block[:, j])
     races = []
-    for s, (t, best) in enumerate(zip(arrival.tolist(), winner.tolist())):
+    for s in range(S):
+        t, best = ended[s]
+        losses = torch.cat(history[s])  # (T, K)
         if t < 0:
-            best = int(losses[:, s].nan_to_num(nan=math.inf).amin(0).argmin())
-            races.append((None, best, losses[:, s, best].tolist()))
+            best = int(losses.nan_to_num(nan=math.inf).amin(0).argmin())
+            races.append((None, best, losses[:, best].tolist()))
         else:
-            races.append((t, best, losses[: t + 1, s, best].tolist()))
+            races.append((t, best, losses[: t + 1, best].tolist()))
     return races
 
 

@@ -308,16 +308,26 @@ class SeedBatched(nn.Module):
         """A one-seed copy holding seed ``k``'s parameters (and buffers)."""
         if not -self.n_seeds <= k < self.n_seeds:
             raise ConfigError(f"seed index {k} out of range for {self.n_seeds} seeds")
-        k %= self.n_seeds
-        # The generators are shared, not copied: seed k's copy keeps drawing from its own.
-        single = copy.deepcopy(self, memo={id(g): g for g in self.generators})
-        for module in single.modules():
+        return self.seeds([k % self.n_seeds])
+
+    def seeds(self, rows: Sequence[int]) -> "SeedBatched":
+        """A copy holding the seeds ``rows``, in that order: their parameters (and buffers)
+        and generators. For a batch whose seeds finish at different times (early stopping):
+        the seeds left go on without the others, and, every product being batch-invariant,
+        with the bits they would get alone."""
+        rows = list(rows)
+        if not rows or not all(isinstance(k, int) and 0 <= k < self.n_seeds for k in rows):
+            raise ConfigError(f"seeds needs a non-empty list of seed indices in [0, "
+                              f"{self.n_seeds}), got {rows}")
+        # The generators are shared, not copied: each seed's copy keeps drawing from its own.
+        copied = copy.deepcopy(self, memo={id(g): g for g in self.generators})
+        for module in copied.modules():
             for name, p in module._parameters.items():
                 if p is not None:
-                    module._parameters[name] = nn.Parameter(p.detach()[k:k + 1].clone(),
+                    module._parameters[name] = nn.Parameter(p.detach()[rows].clone(),
                                                             requires_grad=p.requires_grad)
             for name, b in module._buffers.items():
                 if b is not None:
-                    module._buffers[name] = b[k:k + 1].clone()
-        single.generators = [self.generators[k]]
-        return single
+                    module._buffers[name] = b[rows].clone()
+        copied.generators = [self.generators[k] for k in rows]
+        return copied
