@@ -14,8 +14,9 @@ Run it on a new CPU: which kernels round differently in a batch depends on the i
 set (on this AVX-512 host it found ``implicit-bias-homogeneous-margin`` differing at the
 quick and full shapes while its smoke-shape test passed).
 
-Each side's time is its best over ``--repeat`` rounds that time batched and looped in turn,
-a side shorter than 1 s repeated within a round until it lasts that long: on a shared host
+Each side's time is its best over the run checked for bit-identity and ``--repeat`` rounds
+that time batched and looped in turn, a side shorter than 1 s repeated within a round until
+it lasts that long: on a shared host
 the same code's ratio otherwise moved by up to 1.6× between runs (lazy-training 7.0× to
 11.5×, batched 0.2–0.33 s).
 
@@ -48,22 +49,26 @@ def _differ(claim, a, b) -> set[str]:
 _MIN_TIME = 1.0  # seconds: a timing shorter than this repeats its call until it lasts as long
 
 
-def _time(fn, calls: int) -> float:
+def _timed(fn):
+    """(fn's result, its wall time)."""
     t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - t0) / calls
+    out = fn()
+    return out, time.perf_counter() - t0
 
 
-def _best_interleaved(fns, rounds: int) -> list[float]:
-    """The best time per call of each of ``fns`` over ``rounds`` rounds, each round timing
-    every fn in turn (so a slow phase of a shared host hits both sides of a ratio alike), a
-    fn that takes less than ``_MIN_TIME`` called as many times as that lasts."""
-    calls = [max(1, math.ceil(_MIN_TIME / max(_time(fn, 1), 1e-6))) for fn in fns]
-    best = [math.inf] * len(fns)
+def _best_interleaved(fns, rounds: int, first: list[float]) -> list[float]:
+    """The best time per call of each of ``fns``: ``first`` (the time of a call already
+    made, which also sets how often to call) and ``rounds`` rounds, each timing every fn in
+    turn (so a slow phase of a shared host hits both sides of a ratio alike), a fn that
+    takes less than ``_MIN_TIME`` called as many times as that lasts."""
+    calls = [max(1, math.ceil(_MIN_TIME / max(t, 1e-6))) for t in first]
+    best = [t if k == 1 else math.inf for t, k in zip(first, calls)]
     for _ in range(rounds):
         for i, (fn, k) in enumerate(zip(fns, calls)):
-            best[i] = min(best[i], _time(fn, k))
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t0) / k)
     return best
 
 
@@ -144,12 +149,12 @@ def main() -> None:
         if not claim.batched or (args.only and claim_id not in args.only):
             continue
         config = claim.sweep("smoke").configs[0]
-        batched, looped = _best_interleaved(
-            [lambda c=claim, cfg=config: c.run_batch(cfg, seeds, "cpu"),
-             lambda c=claim, cfg=config: [c.run_batch(cfg, [s], "cpu") for s in seeds]],
-            args.repeat)
-        together = claim.run_batch(config, seeds, "cpu")
-        alone = [claim.run_batch(config, [s], "cpu")[0] for s in seeds]
+        run_batched = lambda c=claim, cfg=config: c.run_batch(cfg, seeds, "cpu")  # noqa: E731
+        run_looped = lambda c=claim, cfg=config: [c.run_batch(cfg, [s], "cpu")[0] for s in seeds]  # noqa: E731
+        # The runs compared for bit-identity are also each side's first timing.
+        (together, t_batched), (alone, t_looped) = _timed(run_batched), _timed(run_looped)
+        batched, looped = _best_interleaved([run_batched, run_looped], args.repeat,
+                                            [t_batched, t_looped])
         same = not any(_differ(claim, a, b) for a, b in zip(together, alone))
         print(f"{claim_id:40s} {len(seeds) / batched:15.2f} {len(seeds) / looped:12.2f} "
               f"{looped / batched:8.1f}×  {'yes' if same else 'NO'}")

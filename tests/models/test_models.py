@@ -46,7 +46,7 @@ def test_seeds_keeps_the_rows_asked_in_their_order_with_their_generators(name):
     for (n1, p1), (n2, p2) in zip(batched.state_dict().items(), kept.state_dict().items()):
         assert n1 == n2 and torch.equal(p2, p1[[2, 0]]), (name, n1)
     assert kept.n_seeds == 2 and kept.generators[0] is gens[2] and kept.generators[1] is gens[0]
-    kept.parameters().__next__().data.zero_()  # a copy: the batch keeps its numbers
+    next(kept.parameters()).data.zero_()  # a copy: the batch keeps its numbers
     assert not torch.equal(next(batched.parameters())[2], next(kept.parameters())[0])
 
 

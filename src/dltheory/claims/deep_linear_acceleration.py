@@ -148,8 +148,6 @@ def _race(net: DeepLinear, X: torch.Tensor, y: torch.Tensor, p: int, lrs: torch.
                     arrival, winner = arrival[keep], winner[keep]
                     step_sizes = lrs.repeat(len(live))[:, None, None]
                     segments.append((live, []))
-            if t == max_steps:
-                break
             grad = slope @ X / y.shape[1]  # ∇L(w), (S, K, d)
             for W, dW in zip(net.weights, net.layer_gradients(grad.reshape(len(live) * K, 1, -1))):
                 W.sub_(step_sizes * dW)

@@ -85,6 +85,7 @@ class ImplicitBiasMirrorDescent(Claim):
         "and at least 1e-3 (10× the tolerance) away from every Bregman solution."
     )
     batched = True
+
     def sweep(self, profile: str) -> Sweep:
         return Sweep([dict(_PROFILES[profile])], list(range(_SEEDS[profile])), profile, self.id)
 

@@ -115,6 +115,7 @@ class ImplicitBiasSteepestDescent(Claim):
         "end elsewhere)."
     )
     batched = True
+
     def sweep(self, profile: str) -> Sweep:
         return Sweep([dict(_PROFILES[profile])], list(range(_SEEDS[profile])), profile, self.id)
 

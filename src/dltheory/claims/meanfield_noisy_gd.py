@@ -62,15 +62,22 @@ GRID_TOL = TOL / 10  # the reference's certified sandwich must be ≤ 0.1% wide
 _NOISE_AHEAD = 2 ** 16
 
 
-def _objective(a, W, X, y, lam):
-    """F per seed for stacked particles a (S, m), W (S, m, 2), inputs X (S, n, 2), y (S, n).
+def _forward(a, W, X):
+    """(pre-activations w_jᵀx_i (S, n, m), their ReLU, outputs f(x_i) (S, n)) for stacked
+    particles a (S, m), W (S, m, 2) and inputs X (S, n, 2).
 
     Written with broadcasts and last-axis sums instead of batched matmuls, whose kernels
     (and last bits) change with the number of seeds.
     """
+    pre = X[:, :, None, 0] * W[:, None, :, 0] + X[:, :, None, 1] * W[:, None, :, 1]
+    act = torch.relu(pre)
+    return pre, act, (act * a[:, None, :]).sum(2) / a.shape[1]
+
+
+def _objective(a, W, X, y, lam):
+    """F per seed (particles and inputs as in :func:`_forward`, labels y (S, n))."""
     m = a.shape[1]
-    pre = X[:, :, None, 0] * W[:, None, :, 0] + X[:, :, None, 1] * W[:, None, :, 1]  # (S, n, m)
-    f = (torch.relu(pre) * a[:, None, :]).sum(2) / m
+    f = _forward(a, W, X)[2]
     return ((f - y) ** 2).mean(1) / 2 + lam / (2 * m) * ((a ** 2).sum(1) + (W ** 2).sum((1, 2)))
 
 
@@ -85,14 +92,11 @@ def _gradient(a, W, X, y, lam):
     smoke shape alone, 361 → 165 µs for 16 seeds. Sums over n run along dimension 1, the
     same reduction for every seed whatever their number (tested bit for bit).
     """
-    m, n = a.shape[1], X.shape[1]
-    X0, X1 = X[:, :, None, 0], X[:, :, None, 1]  # (S, n, 1)
-    pre = X0 * W[:, None, :, 0] + X1 * W[:, None, :, 1]  # (S, n, m), as in _objective
-    act = torch.relu(pre)
-    r = ((act * a[:, None, :]).sum(2) / m - y) / n  # (S, n)
+    pre, act, f = _forward(a, W, X)
+    r = (f - y) / X.shape[1]  # (S, n)
     grad_a = (act * r[:, :, None]).sum(1) + lam * a
     g = (pre > 0) * r[:, :, None] * a[:, None, :]
-    grad_W = torch.stack([(g * X0).sum(1), (g * X1).sum(1)], -1) + lam * W
+    grad_W = torch.stack([(g * X[:, :, None, 0]).sum(1), (g * X[:, :, None, 1]).sum(1)], -1) + lam * W
     return grad_a, grad_W
 
 

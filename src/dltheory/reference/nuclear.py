@@ -91,18 +91,22 @@ def min_nuclear_norm(A, y, *, psd: bool = False, tol: float = 1e-6) -> NuclearNo
         raise ShapeError(f"min_nuclear_norm needs A (m, n1, n2) and y (m,); got {A.shape}, {y.shape}")
     _check_square(A.shape[1:], psd)
     A_rows = A.reshape(A.shape[0], -1)
+
+    def measure(M):
+        return A_rows @ _vec(M)
+
     if A.size <= _CACHED_SIZE:
         program, (A_param, y_param) = _sensing_program(A.shape[0], A.shape[1:], psd)
         A_param.value, y_param.value = A_rows, y
     else:
-        program = _program(A.shape[1:], psd, lambda M: A_rows @ _vec(M), y)
-    return _solve(program, lambda M: A_rows @ _vec(M), y, psd, tol,
-                  adjoint=lambda lam: np.tensordot(lam, A, axes=1))
+        program = _program(A.shape[1:], psd, measure, y)
+    return _solve(program, measure, y, psd, tol, adjoint=lambda lam: np.tensordot(lam, A, axes=1))
 
 
 # m·n1·n2 up to which a sensing problem is built once per shape (below). Measured (PSD,
 # 2-core EPYC): n = 8, m = 20: 14 → 4 ms a solve; n = 16, m = 40: 29 → 22 ms; n = 50,
-# m = 450: 4.0 → 3.5 s, the solver's own time, while the cached problem holds ~400 MB.
+# m = 450: 4.0 → 3.5 s, nearly all the solver's own, while the process grew by 420 MB over
+# a fresh and two cached solves: past this size a cached problem saves little, holds much.
 _CACHED_SIZE = 50_000
 
 
