@@ -20,6 +20,14 @@ def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit():
     assert together[0].metrics != together[1].metrics
 
 
+def test_a_seed_that_stops_early_leaves_the_batch_with_the_weights_it_gets_alone():
+    config = SMOKE[3]  # width 64: seed 1 stops at step 200, seeds 0 and 2 at 250
+    together = CLAIM.run_batch(config, [0, 1, 2], "cpu")
+    assert [r.metrics["steps"] for r in together] == [250, 200, 250]
+    for seed, batched in zip([0, 1, 2], together):
+        assert batched.metrics == CLAIM.run_batch(config, [seed], "cpu")[0].metrics, seed
+
+
 def test_every_width_of_a_seed_sees_the_same_split():
     a = CLAIM._split({**SHORT, "width": 8}, 3, "cpu")
     b = CLAIM._split({**SHORT, "width": 512}, 3, "cpu")

@@ -219,32 +219,43 @@ def _forward(U, V, X):
 
 
 def _train(U, V, X, y, steps: int, lr: float):
-    """Full-batch GD on the mean cross-entropy, all seeds at once. A seed's weights are frozen
-    at the first check where its training cross-entropy is <= STOP_LOSS, so they do not depend
-    on the other seeds of the batch. Returns the stopped U, V and the steps each seed used."""
+    """Full-batch GD on the mean cross-entropy, all seeds at once. Every ``_CHECK_EVERY``
+    steps the seeds whose training cross-entropy is <= STOP_LOSS leave the batch, their
+    weights taken then (what each would get alone: every product is batch-invariant); the
+    rest go on, to ``steps``. Returns the stopped U, V and the steps each seed used.
+
+    The step works on transposed activations, (S, h, n) and (S, c, n): a softmax over the
+    c = 10 classes along a middle axis is vectorized over the n points, 5x faster on the CPU
+    than along the last axis."""
     S, n = X.shape[0], X.shape[1]
-    onehot = torch.nn.functional.one_hot(y, CLASSES).to(X.dtype)
+    # Contiguous, so that a seed's rows have one layout batched, compacted or alone.
+    onehot_t = torch.nn.functional.one_hot(y, CLASSES).to(X.dtype).mT.contiguous()
+    X_t = X.mT.contiguous()
     stopped_U, stopped_V = U.clone(), V.clone()
-    used = torch.full((S,), steps, dtype=torch.long, device=X.device)
-    done = torch.zeros(S, dtype=torch.bool, device=X.device)
+    used = [steps] * S
+    rows = list(range(S))  # the seeds still training, in batch order
     for t in range(1, steps + 1):
-        pre, out = _forward(U, V, X)
-        G = (torch.softmax(out, -1) - onehot) / n  # ∂L/∂f
-        grad_V = torch.matmul(G.mT, torch.relu(pre))
-        grad_U = torch.matmul(((pre > 0) * torch.matmul(G, V)).mT, X)
+        pre_t = torch.matmul(U, X_t)  # (S, h, n)
+        act_t = torch.relu(pre_t)
+        G_t = (torch.softmax(torch.matmul(V, act_t), -2) - onehot_t) / n  # ∂L/∂f, (S, c, n)
+        grad_V = torch.matmul(G_t, act_t.mT)
+        grad_U = torch.matmul((pre_t > 0) * torch.matmul(V.mT, G_t), X)
         U, V = U - lr * grad_U, V - lr * grad_V
         if t % _CHECK_EVERY == 0 or t == steps:
             out = _forward(U, V, X)[1]
             # Per seed: a reduction's rounding may depend on how many rows it spans.
-            loss = torch.stack([torch.nn.functional.cross_entropy(out[k], y[k]) for k in range(S)])
-            first = (loss <= STOP_LOSS) & ~done if t < steps else ~done
-            stopped_U = torch.where(first[:, None, None], U, stopped_U)
-            stopped_V = torch.where(first[:, None, None], V, stopped_V)
-            used = torch.where(first, torch.full_like(used, t), used)
-            done |= first
-            if bool(done.all()):
+            keep = []
+            for j, k in enumerate(rows):
+                if t == steps or float(torch.nn.functional.cross_entropy(out[j], y[j])) <= STOP_LOSS:
+                    stopped_U[k], stopped_V[k], used[k] = U[j], V[j], t
+                else:
+                    keep.append(j)
+            if not keep:
                 break
-    return stopped_U, stopped_V, used.tolist()
+            if len(keep) < len(rows):
+                rows = [rows[j] for j in keep]
+                U, V, X, X_t, y, onehot_t = (a[keep] for a in (U, V, X, X_t, y, onehot_t))
+    return stopped_U, stopped_V, used
 
 
 def _measures(U, V, U0, X, y, Xt, yt) -> dict[str, float]:
