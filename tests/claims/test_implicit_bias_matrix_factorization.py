@@ -3,7 +3,11 @@ import torch
 
 from dltheory import UserError
 from dltheory.claims import Result, Results, get_claim
-from dltheory.claims.implicit_bias_matrix_factorization import _problem, sensing_gradient
+from dltheory.claims.implicit_bias_matrix_factorization import (
+    _problem,
+    quadratic_net_gradient,
+    sensing_gradient,
+)
 
 CLAIM = get_claim("implicit-bias-matrix-factorization")
 SMOKE = CLAIM.sweep("smoke").configs[0]
@@ -23,11 +27,21 @@ def test_batched_gradient_is_the_gradient_of_the_problems_loss(problem):
     torch.testing.assert_close(grad[0, 0], expected)
 
 
-def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit():
-    seeds = [0, 1]
-    together = CLAIM.run_batch(SHORT, seeds, "cpu")
+def test_rank_one_gradient_equals_the_dense_one_for_the_quadratic_net():
+    config = {**SMOKE, "problem": "quadratic-net"}
+    problems = [_problem(config, torch.Generator().manual_seed(s)) for s in (0, 1)]
+    X, S, y = (torch.stack(t) for t in zip(*[(p.X, A, p.y) for p, A in problems]))
+    U = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=X.dtype)
+    for got, want in zip(quadratic_net_gradient(X, y, U), sensing_gradient(S, y, U)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("problem", ["sensing", "quadratic-net"])
+def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit(problem):
+    seeds, config = [0, 1], {**SHORT, "problem": problem}
+    together = CLAIM.run_batch(config, seeds, "cpu")
     for seed, batched in zip(seeds, together):
-        alone = CLAIM.run_batch(SHORT, [seed], "cpu")[0]
+        alone = CLAIM.run_batch(config, [seed], "cpu")[0]
         assert batched.metrics == alone.metrics, seed
         assert batched.curves == alone.curves, seed
     assert together[0].metrics != together[1].metrics
