@@ -8,7 +8,7 @@ EXTRAS ?= dev
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install reproduce test test-slow bench lint clean
+.PHONY: install reproduce test test-slow bench gpu-wheels lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,18 @@ $(BENCH_TOOLS)/.installed: bench/tools.txt | $(STAMP)
 
 bench: $(STAMP) $(BENCH_TOOLS)/.installed
 	PYTHONPATH=$(abspath $(BENCH_TOOLS)) $(PY) bench/all.py
+
+# Wheels for the prepared GPU check (bench/gpu.sh): what the device machine's image lacks —
+# cvxpy and the modules it imports — at this venv's versions, for its CPython 3.12, in .whl/
+# (ignored through .git/info/exclude; the device call carries it).
+GPU_WHEELS := cvxpy clarabel qdldl sparsediffpy
+gpu-wheels: $(STAMP)
+	grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --python-version 3.12 --implementation cp --platform any \
+	    $(foreach n,17 24 27 28,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64 \
+	    -d .whl $$($(PY) -c "import importlib.metadata as m; \
+	        print(' '.join(f'{p}=={m.version(p)}' for p in '$(GPU_WHEELS)'.split()))")
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
