@@ -103,7 +103,8 @@ def sensing_gradient(S: torch.Tensor, y: torch.Tensor, U: torch.Tensor) -> tuple
     return r, (2.0 / S.shape[1]) * torch.einsum("bkm,bmij->bkij", r, S) @ U
 
 
-def quadratic_net_gradient(X: torch.Tensor, y: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quadratic_net_gradient(X: torch.Tensor, y: torch.Tensor,
+                           U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r""":func:`sensing_gradient` for rank-one measurements A_i = x_i x_iᵀ (the quadratic net),
     without forming them: ``⟨x_i x_iᵀ, UUᵀ⟩ = ‖Uᵀx_i‖²`` and ``Σ_i r_i x_i x_iᵀ U = Xᵀ diag(r) X U``,
     the K factors side by side in two GEMMs, X [U_1 … U_K] and Xᵀ [r ⊙ XU_1 … r ⊙ XU_K]. The
