@@ -7,11 +7,14 @@
 #   bash bench/gpu.sh quick     # the quick profile of every claim with --device cuda (~10 min cap)
 #   bash bench/gpu.sh heavy     # the heaviest quick claims on that machine's CPU, then its GPU,
 #                               # and mirror/steepest descent's smoke profile on cuda
+#   bash bench/gpu.sh full      # the full profile's time per claim on cuda, estimated from its
+#                               # sweeps with steps × 0.001 and × 0.002 (bench/full_estimate.py)
 #
 # Each writes its table to $OUT (what comes back from the device machine) as it goes, so a
 # call stopped at its time limit still returns the claims that finished.
 set -uo pipefail
 mode=${1:-quick}
+case "$mode" in quick|heavy|full) ;; *) echo "gpu.sh: mode must be quick, heavy or full (got '$mode')"; exit 2 ;; esac
 OUT=${OUT:-/tmp/dltheory-gpu}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -48,6 +51,7 @@ case "$mode" in
         python3 bench/quick_profile.py --device cuda --only $HEAVY 2>&1 | tee "$OUT/heavy-cuda.txt"
         python3 bench/quick_profile.py --profile smoke --device cuda --only \
             implicit-bias-mirror-descent implicit-bias-steepest-descent 2>&1 | tee "$OUT/smoke-cuda.txt" ;;
-    *)
-        echo "gpu.sh: mode must be quick or heavy (got '$mode')"; exit 2 ;;
+    full)
+        python3 bench/full_estimate.py --device cuda --fraction 0.001 --budget 420 2>&1 \
+            | tee "$OUT/full-estimate-cuda.txt" ;;
 esac

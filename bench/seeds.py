@@ -34,6 +34,7 @@ import time
 
 import torch
 
+from _configs import with_steps
 from _headline import headline
 from dltheory.claims import all_claims
 from dltheory.models import seed_matmul
@@ -96,9 +97,6 @@ def bmm_batch_invariance(seeds: int = 16, bmm=torch.bmm) -> list[str]:
     return differ
 
 
-_STEP_KEYS = ("steps", "max_steps", "iterations", "gd_steps", "epochs")
-
-
 def invariance(profile: str, steps: int, n_configs: int, only) -> None:
     """Batched vs alone at PROFILE's shapes, steps cut (see the module docstring)."""
     torch.set_num_threads(1)
@@ -107,8 +105,7 @@ def invariance(profile: str, steps: int, n_configs: int, only) -> None:
         if not claim.batched or (only and claim_id not in only):
             continue
         for i, config in enumerate(claim.sweep(profile).configs[:n_configs]):
-            config = {k: (min(v, steps) if k in _STEP_KEYS and isinstance(v, int) else v)
-                      for k, v in config.items()}
+            config = with_steps(config, lambda v: min(v, steps))
             t0 = time.perf_counter()
             try:
                 claim.validate(config)
