@@ -1,19 +1,21 @@
-"""The full profile's wall time per claim, estimated from two runs with their steps cut.
+"""The full profile's wall time per claim, estimated from runs with its steps cut.
 
 A whole full profile is hours of CPU (it is the workload of the Ray backend and the GPU), so
-it is estimated, not run: each claim's full sweep (every config, every seed) runs twice in a
-fresh store, every step count (``steps``, ``iterations``, … of ``_configs.STEP_KEYS``) cut to
-the fractions f and 2f of its value. The time is taken as linear in f, T(f) = a + b·f (a:
-data, references, certificates; b: the steps), and T(1) = a + b is the estimate. What it
-misses, said in the table: a claim with no step key is run whole (its time is measured, not
-estimated, and only with ``--whole``: convac's SVDs took over 19 min); a cut config that the
-claim refuses is reported; runs that stop early (seeds that
-fit, races that arrive) are charged their full step budget, so the estimate is an upper bound
-for them; costs that grow with the steps otherwise than linearly (checkpoints are log-spaced,
-curvature refreshed per stretch) are extrapolated as if linear.
+it is estimated, not run: each claim's full sweep (every config, every seed) runs in a fresh
+store with every step count (``steps``, ``iterations``, … of ``_configs.STEP_KEYS``) cut to
+a fraction f of its value, then to 2f, then to f again (the first run only warms caches and
+imports up). f is ``--fraction``, raised for a claim whose smallest step count would get
+fewer than ``--min-steps`` steps (a step count of 1 or 2 would drown in the setup's noise).
+The time is taken as linear in f, T(f) = a + b·f (a: data, references, certificates; b: the
+steps), and T(1) = a + b is the estimate. What it misses, said in the table: a claim with
+no step key is run whole (its time is measured, not estimated, and only with ``--whole``:
+convac's SVDs took over 19 min); a cut config that the claim refuses is reported; runs that
+stop early (seeds that fit, races that arrive) are charged their full step budget, so the
+estimate is an upper bound for them; costs that grow with the steps otherwise than linearly
+(checkpoints are log-spaced, curvature refreshed per stretch) are extrapolated as if linear.
 
-    python bench/full_estimate.py [--fraction 0.002] [--device cpu] [--only ID ...] [--whole]
-                                  [--budget SECONDS]
+    python bench/full_estimate.py [--fraction 0.001] [--min-steps 20] [--device cpu]
+                                  [--only ID ...] [--whole] [--budget SECONDS]
 
 ``--budget``: start no claim once this many seconds have passed (the rest are listed).
 """
@@ -64,7 +66,8 @@ def _fmt(seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fraction", type=float, default=0.002, help="f: the runs take f and 2f")
+    parser.add_argument("--fraction", type=float, default=0.001, help="f: the runs take f and 2f")
+    parser.add_argument("--min-steps", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--whole", action="store_true", help="run claims with no step key whole")
@@ -72,11 +75,10 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.fraction <= 0.25:
         raise SystemExit(f"--fraction must be in (0, 0.25] (got {args.fraction})")
-    f1, f2 = args.fraction, 2 * args.fraction
-    print(f"# full profile, estimated per claim from its full sweep with steps × {f1:g} and "
-          f"× {f2:g} (T linear in the steps), --device {args.device}, "
-          f"{torch.get_num_threads()} torch threads")
-    print(f"{'claim':40s} {'runs':>5s} {f'T({f1:g})':>9s} {f'T({f2:g})':>9s} {'estimate':>10s}  note")
+    print(f"# full profile, estimated per claim from its full sweep with steps × f and × 2f, f = "
+          f"{args.fraction:g} or what gives the fewest steps {args.min_steps} (T linear in the "
+          f"steps), --device {args.device}, {torch.get_num_threads()} torch threads")
+    print(f"{'claim':40s} {'runs':>5s} {'f':>7s} {'T(f)':>8s} {'T(2f)':>8s} {'estimate':>10s}  note")
     estimates, missing, start = {}, [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "r.sqlite") as store:
         for claim_id, claim in all_claims().items():
@@ -85,23 +87,28 @@ def main() -> None:
             if time.perf_counter() - start > args.budget:
                 missing.append(claim_id)
                 continue
-            has_steps = any(k in STEP_KEYS for c in claim.sweep("full").configs for k in c)
-            if not has_steps and not args.whole:
-                print(f"{claim_id:40s} {'':5s} {'-':>9s} {'-':>9s} {'-':>10s}  no step key: not "
-                      f"estimated (--whole runs it)", flush=True)
+            counts = [v for c in claim.sweep("full").configs for k, v in c.items()
+                      if k in STEP_KEYS and isinstance(v, int) and v > 0]
+            if not counts and not args.whole:
+                print(f"{claim_id:40s} {'':5s} {'-':>7s} {'-':>8s} {'-':>8s} {'-':>10s}  no step key: "
+                      f"not estimated (--whole runs it)", flush=True)
                 missing.append(claim_id)
                 continue
             try:
-                if not has_steps:  # nothing to cut: run it whole
+                if not counts:  # nothing to cut: run it whole
                     t, runs = _timed_sweep(claim, None, args.device, store)
-                    print(f"{claim_id:40s} {runs:5d} {'-':>9s} {'-':>9s} {_fmt(t):>10s}  "
+                    print(f"{claim_id:40s} {runs:5d} {'-':>7s} {'-':>8s} {'-':>8s} {_fmt(t):>10s}  "
                           f"no step key: measured whole", flush=True)
                     estimates[claim_id] = t
                     continue
-                t1, runs = _timed_sweep(claim, f1, args.device, store)
+                f1 = min(max(args.fraction, args.min_steps / min(counts)), 0.5)
+                f2 = 2 * f1
+                _timed_sweep(claim, f1, args.device, store)  # warm-up: caches, imports
                 t2, _ = _timed_sweep(claim, f2, args.device, store)
+                t1, runs = _timed_sweep(claim, f1, args.device, store)
             except UserError as e:  # a cut config the claim refuses: say so, go on
-                print(f"{claim_id:40s} {'':5s} {'-':>9s} {'-':>9s} {'-':>10s}  not run: {e}", flush=True)
+                print(f"{claim_id:40s} {'':5s} {'-':>7s} {'-':>8s} {'-':>8s} {'-':>10s}  not run: {e}",
+                      flush=True)
                 missing.append(claim_id)
                 continue
             slope = (t2 - t1) / (f2 - f1)
@@ -110,16 +117,16 @@ def main() -> None:
                 slope, note = 0.0, "T(2f) < T(f): steps not resolved, the larger time taken"
             estimate = max(t1, t2) if note else t1 + slope * (1 - f1)
             estimates[claim_id] = estimate
-            print(f"{claim_id:40s} {runs:5d} {t1:8.1f}s {t2:8.1f}s {_fmt(estimate):>10s}  "
+            print(f"{claim_id:40s} {runs:5d} {f1:7.3g} {t1:7.1f}s {t2:7.1f}s {_fmt(estimate):>10s}  "
                   f"steps {slope * f1 / t1:.0%} of T(f){'; ' + note if note else ''}", flush=True)
     total = sum(estimates.values())
-    print(f"{'total':40s} {'':5s} {'':9s} {'':9s} {_fmt(total):>10s}  "
+    print(f"{'total':40s} {'':5s} {'':7s} {'':8s} {'':8s} {_fmt(total):>10s}  "
           f"{len(estimates)} claims{'; not estimated: ' + ', '.join(missing) if missing else ''}")
     if missing:
         print(f"# not estimated ({len(missing)}): {', '.join(missing)}")
     if estimates:
         largest = sorted(estimates, key=estimates.get, reverse=True)[:3]
-        headline(f"full profile, estimated from steps × {f1:g} and × {f2:g}, {len(estimates)} claims, "
+        headline(f"full profile, estimated from its sweeps with the steps cut, {len(estimates)} claims, "
                  f"one process, --device {args.device}",
                  _fmt(total), "largest: " + ", ".join(f"{c} {_fmt(estimates[c])}" for c in largest))
 
