@@ -33,6 +33,7 @@ import torch
 from _configs import STEP_KEYS, with_steps
 from _headline import headline
 from dltheory.claims import all_claims
+from dltheory.claims.runner import build_sweep
 from dltheory.engine import Store, execute
 from dltheory.errors import UserError
 
@@ -41,8 +42,7 @@ def _timed_sweep(claim, fraction: float | None, device: str, store: Store) -> tu
     """(wall s, runs) of the claim's full sweep, steps cut to ``fraction`` (None: whole).
     A run that fails (an exception) is an error here: its time would not be the run's; one
     that diverges ran its steps, and counts."""
-    sweep = claim.sweep("full")
-    sweep.claim_id, sweep.profile = claim.id, "full"
+    sweep = build_sweep(claim, "full")
     if fraction is not None:
         # a zero step count (a control with no training) stays zero
         sweep.configs = [with_steps(c, lambda v: v and max(1, math.ceil(v * fraction)))
@@ -113,16 +113,16 @@ def main() -> None:
                 missing.append(claim_id)
                 continue
             slope = (t2 - t1) / (f2 - f1)
-            note = ""
             if slope < 0:  # noise larger than the steps' cost: no slope to extrapolate
-                slope, note = 0.0, "T(2f) < T(f): steps not resolved, the larger time taken"
-            estimate = max(t1, t2) if note else t1 + slope * (1 - f1)
+                estimate, note = t2, "T(2f) < T(f): steps not resolved, the larger time taken"
+            else:
+                estimate, note = t1 + slope * (1 - f1), f"steps {slope * f1 / t1:.0%} of T(f)"
             estimates[claim_id] = estimate
             print(f"{claim_id:40s} {runs:5d} {f1:7.3g} {t1:7.1f}s {t2:7.1f}s {_fmt(estimate):>10s}  "
-                  f"steps {slope * f1 / t1:.0%} of T(f){'; ' + note if note else ''}", flush=True)
+                  f"{note}", flush=True)
     total = sum(estimates.values())
     print(f"{'total':40s} {'':5s} {'':7s} {'':8s} {'':8s} {_fmt(total):>10s}  "
-          f"{len(estimates)} claims{'; not estimated: ' + ', '.join(missing) if missing else ''}")
+          f"{len(estimates)} claims")
     if missing:
         print(f"# not estimated ({len(missing)}): {', '.join(missing)}")
     if estimates:

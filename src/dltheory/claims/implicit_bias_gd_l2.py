@@ -212,10 +212,9 @@ class ImplicitBiasGDL2(Claim):
             t = mark
             for i, refs in enumerate(per_seed):
                 refs.measure(W[i, 0, 0].clone(), W[i, 1, 0].clone(), curves[i])
-        v = W[:, 1]
         outcomes = []
         for i, (refs, svm) in enumerate(zip(per_seed, svms)):
-            outcome = self._summarize(marks, curves[i], svm, refs.cos_to_least_squares(v[i, 0].clone()))
+            outcome = self._summarize(marks, curves[i], svm, refs.cos_to_least_squares(W[i, 1, 0].clone()))
             outcome.metrics["second_margin_theta"] = thetas[i]
             outcomes.append(outcome)
         return outcomes

@@ -243,10 +243,13 @@ def _train(U, V, X, y, steps: int, lr: float):
         U, V = U - lr * grad_U, V - lr * grad_V
         if t % _CHECK_EVERY == 0 or t == steps:
             out = _forward(U, V, X)[1]
-            # Per seed: a reduction's rounding may depend on how many rows it spans.
+            # Per seed: a reduction's rounding may depend on how many rows it spans. One host
+            # sync for the batch.
+            losses = torch.stack([torch.nn.functional.cross_entropy(out[j], y[j])
+                                  for j in range(len(rows))]).tolist()
             keep = []
             for j, k in enumerate(rows):
-                if t == steps or float(torch.nn.functional.cross_entropy(out[j], y[j])) <= STOP_LOSS:
+                if t == steps or losses[j] <= STOP_LOSS:
                     stopped_U[k], stopped_V[k], used[k] = U[j], V[j], t
                 else:
                     keep.append(j)
