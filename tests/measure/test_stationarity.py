@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dltheory import UserError
-from dltheory.measure import goldstein_gap, min_norm_in_hull
+from dltheory.measure import goldstein_gap, goldstein_gaps, min_norm_in_hull
 
 
 def test_goldstein_gap_is_zero_at_a_kink_and_the_gradient_norm_away_from_one():
@@ -25,6 +25,19 @@ def test_too_few_samples_leave_a_floor_at_a_sharp_minimum():
     assert few > 0.1 and goldstein_gap(loss, x, 0.1) < 1e-9
 
 
+def test_goldstein_gaps_batched_equal_goldstein_gap_one_by_one():
+    # f_s(x) = ‖x − c_s‖₁ for three centres: the batched gradient sign(y − c_s) at the same
+    # draws gives each point the gap goldstein_gap gives it with that generator
+    c = torch.tensor([[0.0, 0.0, 0.0], [0.5, -0.5, 0.0], [3.0, 1.0, 2.0]], dtype=torch.float64)
+    X = torch.tensor([[0.0, 0.0, 0.0], [0.52, -0.5, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    batched = goldstein_gaps(lambda Y: torch.sign(Y - c[:, None, :]), X, 0.1, 30,
+                             [torch.Generator().manual_seed(s) for s in range(3)])
+    alone = [goldstein_gap(lambda x, s=s: (x - c[s]).abs().sum(), X[s], 0.1, 30,
+                           torch.Generator().manual_seed(s)) for s in range(3)]
+    assert batched == pytest.approx(alone, abs=1e-12)
+    assert batched[0] < 1e-9 and batched[2] == pytest.approx(3 ** 0.5, rel=1e-9)
+
+
 @pytest.mark.parametrize("shift", [0.0, 0.7])
 def test_min_norm_in_hull_matches_cvxpy(shift):
     rng = np.random.default_rng(0)
@@ -40,6 +53,9 @@ def test_min_norm_in_hull_matches_cvxpy(shift):
     lambda: goldstein_gap(torch.sum, torch.zeros(2, 2), 0.1),
     lambda: goldstein_gap(torch.sum, torch.zeros(2), 0.0),
     lambda: goldstein_gap(torch.sum, torch.zeros(2), 0.1, samples=0),
+    lambda: goldstein_gaps(torch.sign, torch.zeros(2), 0.1, 4, [torch.Generator()]),
+    lambda: goldstein_gaps(torch.sign, torch.zeros(1, 2), 0.1, 4, []),
+    lambda: goldstein_gaps(lambda Y: Y[..., :1], torch.zeros(1, 2), 0.1, 4, [torch.Generator()]),
 ])
 def test_bad_inputs_raise_a_user_error(call):
     with pytest.raises(UserError):

@@ -6,7 +6,8 @@ steps η_t → 0, Σ η_t = ∞, Σ η_t² < ∞, every limit point of the stoch
 method is Clarke-stationary. Stationarity of a non-smooth function cannot be read off one
 subgradient (it is large right next to a kink); we certify it by the Goldstein
 ε-subdifferential: dist(0, conv{∇f(y) : y sampled in the ball B(x, ε)}), the min-norm point
-of the hull (``dltheory.measure.goldstein_gap``; non-negative least squares, checked against
+of the hull (``dltheory.measure.goldstein_gaps``, the sampled gradients of all seeds in one
+batched closed-form call; non-negative least squares, checked against
 cvxpy in the tests). The hull of
 K sampled gradients in dimension D misses 0 with high probability when K is close to D
 (Wendel: half the time at K = 2D even for gradients spread evenly around 0), which puts a
@@ -27,6 +28,7 @@ stationary after 8000 steps: loss 0.19, gap 0.13). Negative control: the constan
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -35,7 +37,8 @@ import torch
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
-from dltheory.measure.stationarity import goldstein_gap
+from dltheory.measure.stationarity import goldstein_gaps
+from dltheory.models import seed_matmul
 
 # per problem: phase retrieval in dimension d; the ReLU regression's θ has hidden·(d + 1)
 # entries. The Goldstein certificate samples samples_per_dim gradients per dimension.
@@ -59,6 +62,7 @@ _SEPARATION = 5.0  # ... and ends at least 5× above the diminishing-step run's
 
 
 _DRAW_CHUNK = 1024  # minibatch index draws per call (per seed)
+_CERTIFY_CHUNK = 2 ** 22  # the certificate's gradients take seeds in groups of about this many products
 
 
 class _Problem:
@@ -94,6 +98,14 @@ def _phase_subgradient(x, A, b):
     return ((torch.sign(z * z - b) * 2 * z)[..., None] * A).mean(1)
 
 
+def _phase_gradients(Y, A, b):
+    """The full loss's gradient at K points per seed, seeds stacked: Y (S, K, d), A (S, m, d),
+    b (S, m) → (S, K, d). Batch-invariant GEMMs (:func:`seed_matmul`): a seed gets the bits
+    it gets alone."""
+    z = seed_matmul(A, Y.mT)  # (S, m, K): ⟨a_i, y_k⟩
+    return seed_matmul(A.mT, torch.sign(z * z - b[..., None]) * 2 * z).mT / A.shape[1]
+
+
 def _relu_regression(config, gen, device) -> _Problem:
     d, k = config["d"], config["hidden"]
     n = config["oversampling"] * d * 2
@@ -125,7 +137,46 @@ def _relu_subgradient(theta, X, y):
     return torch.cat([g_W.reshape(S, -1), g_a], 1)
 
 
-def _sgd(problems: Sequence[_Problem], subgradient, steps: int, step_size, marks, config, gens):
+def _relu_gradients(T, X, y):
+    """The full ℓ1 loss's gradient at K points θ per seed, seeds stacked: T (S, K, k·d + k),
+    X (S, n, d), y (S, n) → (S, K, k·d + k); sign(0) = 0 and relu'(0) = 0 as in
+    :func:`_relu_subgradient`. Batch-invariant GEMMs, as :func:`_phase_gradients`."""
+    S, K, D = T.shape
+    n, d = X.shape[1:]
+    k = D // (d + 1)
+    a = T[..., k * d:]  # (S, K, k)
+    pre = seed_matmul(X, T[..., : k * d].reshape(S, K * k, d).mT).reshape(S, n, K, k)
+    h = torch.relu(pre)
+    s = torch.sign((h * a[:, None]).sum(-1) - y[..., None])[..., None]  # (S, n, K, 1)
+    g_a = (s * h).sum(1) / n
+    g_W = seed_matmul((s * a[:, None] * (pre > 0)).reshape(S, n, K * k).mT, X) / n  # (S, K·k, d)
+    return torch.cat([g_W.reshape(S, K, k * d), g_a], -1)
+
+
+def _with_data(gradients, data, Y):
+    return gradients(Y, *data)
+
+
+def _certify(problems: Sequence[_Problem], gradients, x: torch.Tensor, config, gens) -> list[float]:
+    """The Goldstein gap of each seed's iterate (inf where it is not finite), the sampled
+    gradients of a group of seeds in one batched call (:func:`goldstein_gaps`); the groups'
+    size bounds the products' memory and is fixed by the config alone."""
+    samples = config["samples_per_dim"] * x.shape[1]
+    rows = problems[0].data[0].shape[0]
+    group = max(1, _CERTIFY_CHUNK // (samples * rows * max(1, config["hidden"])))
+    finite = [s for s in range(len(problems)) if bool(torch.isfinite(x[s]).all())]
+    gaps = dict.fromkeys(range(len(problems)), math.inf)  # diverged: no stationary point in sight
+    for i in range(0, len(finite), group):
+        part = finite[i:i + group]
+        data = [torch.stack([problems[s].data[j] for s in part]) for j in range(len(problems[0].data))]
+        found = goldstein_gaps(partial(_with_data, gradients, data), x[part], config["radius"],
+                               samples, [gens[s] for s in part])
+        gaps.update(zip(part, found))
+    return [gaps[s] for s in range(len(problems))]
+
+
+def _sgd(problems: Sequence[_Problem], subgradient, gradients, steps: int, step_size, marks, config,
+         gens):
     """The stochastic subgradient method on all seeds at once; the Goldstein gap per seed at
     each mark (each seed's draws come from its own generator, in the same order as alone)."""
     x = torch.stack([p.init for p in problems])
@@ -147,12 +198,8 @@ def _sgd(problems: Sequence[_Problem], subgradient, steps: int, step_size, marks
         idx = drawn[:, t - first]
         x = x - step_size(t) * subgradient(x, *(v[rows, idx] for v in data))
         if t in mark_set:
-            for s, (p, g) in enumerate(zip(problems, gens)):
-                if bool(torch.isfinite(x[s]).all()):
-                    gaps[s].append(goldstein_gap(p.loss, x[s], config["radius"],
-                                                 config["samples_per_dim"] * x.shape[1], g))
-                else:  # diverged: no stationary point in sight
-                    gaps[s].append(math.inf)
+            for s, gap in enumerate(_certify(problems, gradients, x, config, gens)):
+                gaps[s].append(gap)
     return x, gaps
 
 
@@ -193,16 +240,17 @@ class SubgradientSGDStationarity(Claim):
     def run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
         gens = [self.generator(config, seed, device) for seed in seeds]
         phase = config["problem"] == "phase-retrieval"
-        make, subgradient = (_phase_retrieval, _phase_subgradient) if phase else \
-            (_relu_regression, _relu_subgradient)
+        make, subgradient, gradients = ((_phase_retrieval, _phase_subgradient, _phase_gradients) if phase
+                                        else (_relu_regression, _relu_subgradient, _relu_gradients))
         problems = [make(config, g, device) for g in gens]
         steps, eta0 = config["steps"], config["eta0"]
         # log-spaced checkpoints, and T/2 for the control's stall test
         marks = sorted({*np.logspace(1, math.log10(steps), config["checkpoints"]).astype(int).tolist(),
                         steps // 2})
-        x, gaps = _sgd(problems, subgradient, steps, lambda t: eta0 / t ** _DECAY, marks, config, gens)
+        x, gaps = _sgd(problems, subgradient, gradients, steps, lambda t: eta0 / t ** _DECAY, marks,
+                        config, gens)
         # the control: the same method with its first step η₀ kept constant (no decay)
-        _, control = _sgd(problems, subgradient, steps, lambda t: eta0, marks, config, gens)
+        _, control = _sgd(problems, subgradient, gradients, steps, lambda t: eta0, marks, config, gens)
         half = marks.index(steps // 2)
         outcomes = []
         for s, p in enumerate(problems):

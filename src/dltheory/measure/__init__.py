@@ -42,7 +42,7 @@ from dltheory.measure.norms import (
     schatten_norm,
     stable_rank,
 )
-from dltheory.measure.stationarity import goldstein_gap, min_norm_in_hull
+from dltheory.measure.stationarity import goldstein_gap, goldstein_gaps, min_norm_in_hull
 
 __all__ = [
     "Distance",
@@ -59,6 +59,7 @@ __all__ = [
     "fourier_norm",
     "gaussian_kl",
     "goldstein_gap",
+    "goldstein_gaps",
     "golowich_rademacher",
     "hessian_diagonal",
     "hessian_eigs",

@@ -14,7 +14,7 @@ converges on tame functions", Foundations of Computational Mathematics 20, 2020.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +53,22 @@ def min_norm_in_hull(G) -> float:
     return float(np.linalg.norm(G @ (lam / lam.sum())))
 
 
+def _check(radius: float, samples: int) -> None:
+    if not radius > 0:
+        raise UserError(f"goldstein_gap: radius must be > 0, got {radius}")
+    if samples < 1:
+        raise UserError(f"goldstein_gap: samples must be >= 1, got {samples}")
+
+
+def _ball_points(x: torch.Tensor, radius: float, samples: int, generator: torch.Generator) -> torch.Tensor:
+    """``samples`` points uniform in the ball B(x, radius), (samples, D), drawn from
+    ``generator`` (a Gaussian direction, then the radius)."""
+    D = x.numel()
+    u = torch.randn(samples, D, generator=generator, dtype=x.dtype, device=x.device)
+    r = radius * torch.rand(samples, 1, generator=generator, dtype=x.dtype, device=x.device) ** (1 / D)
+    return x.detach() + r * u / u.norm(dim=1, keepdim=True)
+
+
 def goldstein_gap(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, radius: float,
                   samples: int | None = None, generator: torch.Generator | None = None) -> float:
     """dist(0, conv{∇f(y_k)}) for ``samples`` points y_k uniform in the ball B(x, radius).
@@ -60,7 +76,8 @@ def goldstein_gap(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     An estimate of Goldstein's gap dist(0, ∂_ε f(x)) from above (a sampled hull is inside
     the true one). The hull of K random gradients in dimension D misses 0 with high
     probability when K is close to D, even at a stationary point (Wendel: half the time at
-    K = 2D for gradients spread evenly around 0), so the default K = 6D.
+    K = 2D for gradients spread evenly around 0), so the default K = 6D. The gradients come
+    from autograd (``torch.func``); :func:`goldstein_gaps` takes a batched gradient instead.
 
     Parameters
     ----------
@@ -81,15 +98,41 @@ def goldstein_gap(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 1 or not x.is_floating_point():
         raise UserError("goldstein_gap: x must be a 1-D floating-point tensor")
-    if not radius > 0:
-        raise UserError(f"goldstein_gap: radius must be > 0, got {radius}")
-    D = x.numel()
-    samples = 6 * D if samples is None else int(samples)
-    if samples < 1:
-        raise UserError(f"goldstein_gap: samples must be >= 1, got {samples}")
+    samples = 6 * x.numel() if samples is None else int(samples)
+    _check(radius, samples)
     if generator is None:
         generator = torch.Generator(x.device).manual_seed(0)
-    u = torch.randn(samples, D, generator=generator, dtype=x.dtype, device=x.device)
-    r = radius * torch.rand(samples, 1, generator=generator, dtype=x.dtype, device=x.device) ** (1 / D)
-    G = vmap(grad(loss))(x.detach() + r * u / u.norm(dim=1, keepdim=True))
+    G = vmap(grad(loss))(_ball_points(x, radius, samples, generator))
     return min_norm_in_hull(G.T)
+
+
+def goldstein_gaps(gradients: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, radius: float,
+                   samples: int, generators: Sequence[torch.Generator]) -> list[float]:
+    """:func:`goldstein_gap` at S points at once, with a batched gradient.
+
+    Point ``s`` samples its ``samples`` ball points from ``generators[s]`` (the draws
+    :func:`goldstein_gap` makes with that generator), then one call
+    ``gradients(Y)``, Y (S, samples, D) → (S, samples, D), evaluates them all: for losses
+    with a closed-form gradient batched over problems (one per seed), one call replaces S
+    ``torch.func`` transforms (about 1 ms each on a CPU, whatever the size). The hulls'
+    min-norm points are then solved one by one (:func:`min_norm_in_hull`).
+
+    Parameters
+    ----------
+    gradients : the loss's gradient, batched over the leading axis (point s's problem) and
+        the samples.
+    X : (S, D) floating-point tensor, the points.
+    radius, samples : as for :func:`goldstein_gap` (``samples`` required).
+    generators : S generators, one per point.
+    """
+    if not isinstance(X, torch.Tensor) or X.ndim != 2 or not X.is_floating_point():
+        raise UserError("goldstein_gaps: X must be a 2-D (points, D) floating-point tensor")
+    if len(generators) != X.shape[0]:
+        raise UserError(f"goldstein_gaps: {X.shape[0]} points but {len(generators)} generators")
+    _check(radius, int(samples))
+    Y = torch.stack([_ball_points(x, radius, int(samples), g) for x, g in zip(X, generators)])
+    G = gradients(Y)
+    if G.shape != Y.shape:
+        raise UserError(f"goldstein_gaps: gradients returned shape {tuple(G.shape)}, "
+                        f"expected {tuple(Y.shape)}")
+    return [min_norm_in_hull(g.T) for g in G]
