@@ -25,8 +25,12 @@ library's balanced init (``DeepLinear``) with end-to-end entries of standard dev
 depth-L loss near M*). The minimum nuclear norm completion is solved by cvxpy with its dual
 certificate checked (``dltheory.reference.min_nuclear_norm_completion``); the depth-2 run
 must not beat it (a check of both). All seeds and observation counts run as one batch of
-GEMMs, the matrices zero-padded to a multiple of 8 so every slice is 64-byte aligned (BLAS
-then computes each slice as it would alone: the batched==alone identity is tested).
+GEMMs, the matrices zero-padded to a multiple of 4 so every P × P slice (P² a multiple of 16
+doubles) starts on a 64-byte boundary (BLAS then computes each slice as it would alone, the
+rule :func:`dltheory.models.seed_matmul` rests on: the batched==alone identity is tested, and
+``bench/seeds.py --invariance`` checks the quick and full shapes). Every profile's n is a
+multiple of 4, so nothing is padded: a multiple of 8 had padded the smoke's 12 × 12 to
+16 × 16 (2.4× the multiply-adds) and the quick's 20 × 20 to 24 × 24 (1.7×).
 """
 
 from __future__ import annotations
@@ -72,8 +76,10 @@ def judged_count(config: Mapping[str, Any]) -> int:
     return min(config["observations"], key=lambda m: (abs(m - 2 * dof), m))
 
 
-def _pad8(k: int) -> int:
-    return -(-k // 8) * 8
+def _aligned_size(k: int) -> int:
+    """The least multiple of 4 ≥ k: a float64 matrix of that many rows and columns fills
+    whole 64-byte lines, so stacked ones all start on a line."""
+    return -(-k // 4) * 4
 
 
 class ImplicitBiasDeepFactorization(Claim):
@@ -150,7 +156,7 @@ class ImplicitBiasDeepFactorization(Claim):
         n, k = config["n"], len(config["observations"])
         gens = [self.generator(config, s, device) for s in seeds]
         inst = [self._instance(config, g) for g in gens]
-        P = _pad8(n)
+        P = _aligned_size(n)
         pad = (0, P - n, 0, P - n)
         # Batch layout: (seed, m) flattened; M* repeated over m.
         M = torch.nn.functional.pad(torch.stack([Mi.expand(k, n, n) for Mi, _ in inst]), pad)
