@@ -47,6 +47,24 @@ def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit(problem):
     assert together[0].metrics != together[1].metrics
 
 
+def test_sensing_seeds_run_in_cache_sized_groups_with_the_same_numbers(monkeypatch):
+    # groups of 2 seeds (one smoke seed's measurements: 20 · 8² doubles): 3 seeds run as
+    # [0, 1] and [2], and get what they get in one batch and alone
+    import dltheory.claims.implicit_bias_matrix_factorization as module
+
+    seeds, config = [0, 1, 2], {**SHORT, "problem": "sensing"}
+    whole = CLAIM.run_batch(config, seeds, "cpu")
+    calls = []
+    run = module.ImplicitBiasMatrixFactorization._run_batch
+    monkeypatch.setattr(module, "_GROUP_BYTES", 2 * 8 * config["measurements"] * config["n"] ** 2)
+    monkeypatch.setattr(module.ImplicitBiasMatrixFactorization, "_run_batch",
+                        lambda self, c, s, d: calls.append(list(s)) or run(self, c, s, d))
+    grouped = CLAIM.run_batch(config, seeds, "cpu")
+    assert calls == [[0, 1], [2]]
+    assert [o.metrics for o in grouped] == [o.metrics for o in whole]
+    assert [o.curves for o in grouped] == [o.curves for o in whole]
+
+
 def test_smoke_run_reaches_min_nuclear_norm_and_the_control_does_not():
     seeds = CLAIM.sweep("smoke").seeds
     outcomes = CLAIM.run_batch(SMOKE, seeds, "cpu")
