@@ -27,8 +27,9 @@ certificate checked (``dltheory.reference.min_nuclear_norm_completion``); the de
 must not beat it (a check of both). All seeds and observation counts run as one batch of
 GEMMs, the matrices zero-padded to a multiple of 4 so every P × P slice (P² a multiple of 16
 doubles) starts on a 64-byte boundary (BLAS then computes each slice as it would alone, the
-rule :func:`dltheory.models.seed_matmul` rests on: the batched==alone identity is tested, and
-``bench/seeds.py --invariance`` checks the quick and full shapes). Every profile's n is a
+rule :func:`dltheory.models.seed_matmul` rests on: the batched==alone identity is tested,
+``bench/seeds.py --invariance`` checks the quick shape, and the GD step was checked batched =
+alone at the full shape's n = 100). Every profile's n is a
 multiple of 4, so nothing is padded: a multiple of 8 had padded the smoke's 12 × 12 to
 16 × 16 (2.4× the multiply-adds) and the quick's 20 × 20 to 24 × 24 (1.7×).
 """

@@ -62,7 +62,9 @@ _SEPARATION = 5.0  # ... and ends at least 5× above the diminishing-step run's
 
 
 _DRAW_CHUNK = 1024  # minibatch index draws per call (per seed)
-_CERTIFY_CHUNK = 2 ** 22  # the certificate's gradients take seeds in groups of about this many products
+# The certificate takes seeds in groups whose (seed, row, sample, unit) products hold about
+# this many elements (the full ReLU regression's are 1.7·10⁶ a seed: groups of 2).
+_CERTIFY_CHUNK = 2 ** 22
 
 
 class _Problem:

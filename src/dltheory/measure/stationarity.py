@@ -53,11 +53,11 @@ def min_norm_in_hull(G) -> float:
     return float(np.linalg.norm(G @ (lam / lam.sum())))
 
 
-def _check(radius: float, samples: int) -> None:
+def _check(name: str, radius: float, samples: int) -> None:
     if not radius > 0:
-        raise UserError(f"goldstein_gap: radius must be > 0, got {radius}")
+        raise UserError(f"{name}: radius must be > 0, got {radius}")
     if samples < 1:
-        raise UserError(f"goldstein_gap: samples must be >= 1, got {samples}")
+        raise UserError(f"{name}: samples must be >= 1, got {samples}")
 
 
 def _ball_points(x: torch.Tensor, radius: float, samples: int, generator: torch.Generator) -> torch.Tensor:
@@ -99,7 +99,7 @@ def goldstein_gap(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     if not isinstance(x, torch.Tensor) or x.ndim != 1 or not x.is_floating_point():
         raise UserError("goldstein_gap: x must be a 1-D floating-point tensor")
     samples = 6 * x.numel() if samples is None else int(samples)
-    _check(radius, samples)
+    _check("goldstein_gap", radius, samples)
     if generator is None:
         generator = torch.Generator(x.device).manual_seed(0)
     G = vmap(grad(loss))(_ball_points(x, radius, samples, generator))
@@ -129,7 +129,7 @@ def goldstein_gaps(gradients: Callable[[torch.Tensor], torch.Tensor], X: torch.T
         raise UserError("goldstein_gaps: X must be a 2-D (points, D) floating-point tensor")
     if len(generators) != X.shape[0]:
         raise UserError(f"goldstein_gaps: {X.shape[0]} points but {len(generators)} generators")
-    _check(radius, int(samples))
+    _check("goldstein_gaps", radius, int(samples))
     Y = torch.stack([_ball_points(x, radius, int(samples), g) for x, g in zip(X, generators)])
     G = gradients(Y)
     if G.shape != Y.shape:
