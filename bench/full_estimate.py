@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from _configs import STEP_KEYS, with_steps
+from _configs import step_counts, with_steps
 from _headline import headline
 from dltheory.claims import all_claims
 from dltheory.claims.runner import build_sweep
@@ -88,8 +88,7 @@ def main() -> None:
             if time.perf_counter() - start > args.budget:
                 missing.append(claim_id)
                 continue
-            counts = [v for c in claim.sweep("full").configs for k, v in c.items()
-                      if k in STEP_KEYS and isinstance(v, int) and v > 0]
+            counts = [v for c in claim.sweep("full").configs for v in step_counts(c)]
             if not counts and not args.whole:
                 print(f"{claim_id:40s} {'':5s} {'-':>7s} {'-':>8s} {'-':>8s} {'-':>10s}  no step key: "
                       f"not estimated (--whole runs it)", flush=True)

@@ -180,7 +180,7 @@ def main() -> None:
         (together, t_batched), (alone, t_looped) = _timed(run_batched), _timed(run_looped)
         batched, looped = _best_interleaved([run_batched, run_looped], args.repeat,
                                             [t_batched, t_looped])
-        with _SolverClock() as clock:
+        with _SolverClock() as clock:  # a warm run: the first pays cvxpy's imports and caches
             run_batched()
         same = not any(_differ(claim, a, b) for a, b in zip(together, alone))
         ceiling = f"{looped / clock.seconds:7.1f}×" if clock.seconds else "-"
