@@ -46,3 +46,41 @@ def test_non_separating_or_non_homogeneous_candidates_are_clear_errors():
         homogeneous_kkt_residual(_linear, torch.ones(5), X, y, degree=2)
     with pytest.raises(ShapeError, match="degree must be"):
         homogeneous_kkt_residual(_linear, torch.ones(5), X, y, degree=0)
+
+
+def _full_program(f, params, X, y, degree):
+    """The residual's SOCP posed directly in the P parameters, with constants (no reduction)."""
+    import cvxpy as cp
+
+    theta = torch.cat([p.reshape(-1) for p in params.values()]).double()
+    sizes = [p.numel() for p in params.values()]
+
+    def margins(v):
+        parts = dict(zip(params, (t.reshape(p.shape) for t, p in zip(torch.split(v, sizes), params.values()))))
+        return y * f(parts, X)
+
+    q = margins(theta).detach()
+    theta_t = theta / float(q.min()) ** (1 / degree)
+    G = torch.autograd.functional.jacobian(margins, theta_t).numpy()
+    th, q_t = theta_t.numpy(), (q / q.min()).numpy()
+    lam = cp.Variable(len(q_t), nonneg=True)
+    problem = cp.Problem(cp.Minimize(cp.norm(th - G.T @ lam) / np.linalg.norm(th)
+                                     + degree * ((q_t - 1) @ lam) / (th @ th)))
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    return problem.value
+
+
+@pytest.mark.parametrize("width", [3, 40])  # P = 5·width + width: below and above n = 30
+def test_reduced_program_matches_the_socp_in_parameter_space(width):
+    X, y = _data(2)
+    gen = torch.Generator().manual_seed(3)
+    params = {"W": torch.randn(width, 5, generator=gen, dtype=torch.float64),
+              "a": torch.randn(width, generator=gen, dtype=torch.float64)}
+    net = lambda p, X: torch.relu(X.double() @ p["W"].T) @ p["a"]
+    out = net(params, X)
+    keep = out != 0  # points where every unit is off have no label the net separates
+    X, y = X[keep], torch.sign(out[keep])  # labels the net separates: a feasible candidate
+    got = homogeneous_kkt_residual(net, params, X, y, degree=2)
+    expected = _full_program(net, params, X, y, 2)
+    assert 0 < got.residual < 1
+    assert got.residual == pytest.approx(expected, abs=1e-8)

@@ -16,6 +16,16 @@ We report them scale-free — ε/‖θ̃‖ and Lδ/‖θ̃‖² (Euler's identi
 ‖θ̃‖² ≈ L Σλ_i at a KKT point) — for the λ ≥ 0 minimizing their sum, a small cvxpy SOCP.
 Both are 0 exactly at a KKT point; λ = 0 gives (1, 0), so the residual is at most 1.
 
+The SOCP is solved in the k = min(n, P) coordinates of the gradients' span rather than in
+the P parameters: with ∇q = [∇q_1 … ∇q_n] = QR (thin QR) and r = θ̃ − QQᵀθ̃,
+
+    ‖θ̃ − Σ λ_i ∇q_i‖² = ‖Qᵀθ̃ − Rλ‖² + ‖r‖²,
+
+so the cone has k + 1 entries whatever the width of the network, and the program, with R,
+Qᵀθ̃, ‖r‖ and the complementarity weights as cvxpy Parameters, is built once per (k, n)
+and reused (DPP): a sweep that checks every checkpoint of every seed pays cvxpy's
+canonicalization once. The residuals reported are recomputed from λ in the P coordinates.
+
 References
 ----------
 Lyu, Li, "Gradient descent maximizes the margin of homogeneous neural networks", ICLR 2020.
@@ -25,6 +35,7 @@ Ji, Telgarsky, "Directional convergence and alignment in deep learning", NeurIPS
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -70,6 +81,19 @@ def _flatten(params):
     raise ShapeError("homogeneous_kkt_residual: params must be a tensor or a dict of tensors")
 
 
+@lru_cache(maxsize=32)
+def _kkt_program(k: int, n: int):
+    """min_{λ ≥ 0} ‖(b − Rλ, ρ)‖ + cᵀλ for R (k, n), b (k,), ρ ≥ 0, c (n,) as Parameters."""
+    import cvxpy as cp
+
+    R, b, c = cp.Parameter((k, n)), cp.Parameter(k), cp.Parameter(n)
+    rho = cp.Parameter(nonneg=True)
+    lam = cp.Variable(n, nonneg=True)
+    problem = cp.Problem(cp.Minimize(cp.norm(cp.hstack([b - R @ lam, cp.reshape(rho, (1,), order="C")]))
+                                     + c @ lam))
+    return problem, (R, b, rho, c), lam
+
+
 def homogeneous_kkt_residual(f: Callable, params, X, y, *, degree: int,
                              tol: float = 1e-6) -> KKTResidual:
     """The KKT residuals of the direction of ``params`` for the max-margin problem (P).
@@ -97,8 +121,6 @@ def homogeneous_kkt_residual(f: Callable, params, X, y, *, degree: int,
     >>> round(homogeneous_kkt_residual(linear, torch.tensor([1.0, 0.0]), X, y, degree=1).residual, 6)
     0.0
     """
-    import cvxpy as cp
-
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
         raise ShapeError(f"homogeneous_kkt_residual: degree must be an integer >= 1 (got {degree!r})")
     y = torch.as_tensor(y).detach().double().reshape(-1)
@@ -127,13 +149,17 @@ def homogeneous_kkt_residual(f: Callable, params, X, y, *, degree: int,
                           f"problem at any scale")
     theta_t = theta / q_min ** (1.0 / degree)
     q_t = (q / q_min).numpy()
-    G = torch.autograd.functional.jacobian(margins, theta_t).numpy()  # (n, P): rows ∇q_i(θ̃)
+    # (n, P): rows ∇q_i(θ̃), all n backward passes as one vmapped pass
+    G = torch.autograd.functional.jacobian(margins, theta_t, vectorize=True).numpy()
     th = theta_t.numpy()
     norm2 = float(th @ th)
-    lam = cp.Variable(len(q_t), nonneg=True)
-    objective = (cp.norm(th - G.T @ lam) / np.sqrt(norm2)
-                 + degree * ((q_t - 1.0) @ lam) / norm2)
-    problem = cp.Problem(cp.Minimize(objective))
+    Q, R = np.linalg.qr(G.T)  # (P, k), (k, n)
+    b = Q.T @ th
+    problem, (R_p, b_p, rho_p, c_p), lam = _kkt_program(*R.shape)
+    scale = np.sqrt(norm2)
+    R_p.value, b_p.value = R / scale, b / scale
+    rho_p.value = np.linalg.norm(th - Q @ b) / scale
+    c_p.value = degree * (q_t - 1.0) / norm2
     solve(problem, "homogeneous_kkt_residual", lam)  # the recomputation below decides
     lam_val = np.maximum(np.asarray(lam.value, dtype=float), 0.0)
     stationarity = float(np.linalg.norm(th - G.T @ lam_val) / np.sqrt(norm2))
