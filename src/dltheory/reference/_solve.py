@@ -1,4 +1,5 @@
-"""The one way the reference solvers call cvxpy: Clarabel, tight tolerances, one-line errors."""
+"""The two ways the reference solvers call Clarabel: through cvxpy, or directly on a conic
+program in Clarabel's standard form; tight tolerances, one-line errors."""
 
 from __future__ import annotations
 
@@ -37,3 +38,34 @@ def solve(problem, name: str, variable, *, infeasible: str | None = None, tol: f
         raise SolverError(f"{name}: {infeasible.format(status=problem.status)}")
     if variable.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
         raise SolverError(f"{name}: the solver returned status {problem.status}")
+
+
+# Clarabel's statuses that mean the primal is infeasible (or, for a dual, unbounded).
+_CLARABEL_INFEASIBLE = ("PrimalInfeasible", "AlmostPrimalInfeasible", "DualInfeasible",
+                        "AlmostDualInfeasible")
+
+
+def solve_conic(P, q, A, b, cones, name: str, *, infeasible: str | None = None,
+                tol: float = 1e-10):
+    """Clarabel on  min ½xᵀPx + qᵀx  s.t.  Ax + s = b, s ∈ cones  (P, A scipy sparse); returns
+    Clarabel's solution (``x``, the multipliers ``z``). The settings :func:`solve` gives it.
+
+    For the few references whose conic form is a handful of lines (the ℓ1, ℓ2 and ℓ∞ SVMs):
+    cvxpy spends 2 ms a solve building and unpacking the data of a problem Clarabel solves in
+    0.5 ms, and the sweeps solve one per seed. Every caller still checks its answer (a KKT
+    residual), and its tests compare it with cvxpy's.
+    """
+    import clarabel
+    import scipy.sparse as sp
+
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = tol
+    solution = clarabel.DefaultSolver(sp.csc_matrix(P), q, sp.csc_matrix(A), b, cones,
+                                      settings).solve()
+    status = str(solution.status)
+    if infeasible is not None and status in _CLARABEL_INFEASIBLE:
+        raise SolverError(f"{name}: {infeasible.format(status=status)}")
+    if status not in ("Solved", "AlmostSolved"):
+        raise SolverError(f"{name}: the solver returned status {status}")
+    return solution

@@ -11,9 +11,13 @@ Lagrange dual is the smooth unconstrained problem
     max_ν  ⟨ν, y⟩ − ψ*(θ₀ + Xᵀν) + ψ*(θ₀),     θ₀ = ∇ψ(w₀),                   (D)
 
 and the primal solution is ``w = ∇ψ*(θ₀ + Xᵀν)``. We solve (D) — every potential here has a
-conjugate cvxpy can represent (exp, cosh, |·|^q, squares), while the hypentropy itself has
-none — and *check* optimality ourselves: ``w`` must interpolate (primal feasibility; the
-dual's stationarity), and the duality gap D_ψ(w, w₀) − (D) must vanish.
+conjugate with a conic form (exp, cosh: exponential cones; |·|^q: power cones; squares: a
+linear system), while the hypentropy itself has none — by Clarabel on that form, built here
+(cvxpy's handling of the data cost 1–2× Clarabel's solve on a 10 × 40 problem, and its
+cached parametrized form 4 GB at 200 × 1000; the tests compare the answers with (D) posed
+in cvxpy), polish ν by Newton steps, and *check* optimality ourselves: ``w`` must
+interpolate (primal feasibility; the dual's stationarity), and the duality gap
+D_ψ(w, w₀) − (D) must vanish.
 
 References
 ----------
@@ -25,13 +29,12 @@ Ghai, Hazan, Singer, "Exponentiated gradient meets gradient descent", ALT 2020 (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from dltheory.errors import ShapeError, SolverError
-from dltheory.reference._solve import solve
+from dltheory.reference._solve import solve_conic
 
 POTENTIALS = ("entropy", "l2", "lp", "hypentropy")
 
@@ -198,32 +201,54 @@ def _polish(psi: _Potential, X, y, theta0, nu, steps: int = 20) -> np.ndarray:
     return nu
 
 
-_CACHED_SIZE = 10_000  # n·d up to which the dual is a cached DPP problem
-
-
 def _dual(psi: _Potential, X, y, theta0):
-    """(D) as a cvxpy problem and its variable ν; X, y, θ₀ are arrays or cvxpy Parameters."""
+    """(D) posed in cvxpy, and its variable ν: what the tests compare :func:`_dual_conic` with."""
     import cvxpy as cp
 
     nu = cp.Variable(X.shape[0])
     return cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu))), nu
 
 
-@lru_cache(maxsize=32)
-def _dual_problem(psi: _Potential, n: int, d: int):
-    """The dual (D) for data of shape (n, d), with X, y, θ₀ as cvxpy Parameters.
+# Where each potential's cone puts u = ±(θ₀ + Xᵀν), the constant 1 and the epigraph variable
+# s of ψ*: Clarabel's exponential cone is {(x, y, z): y e^{x/y} ≤ z}, so e^u ≤ s is (u, 1, s);
+# its power cone {(x, y, z): x^α y^{1−α} ≥ |z|}, so |u|^q ≤ s is (s, 1, u) with α = 1/q.
+_EXP_ROWS, _POWER_ROWS = (0, 1, 2), (2, 1, 0)
 
-    Built once per potential and shape (DPP), so each further solve skips canonicalization:
-    70% of a 10 × 40 solve's time, paid once per seed and potential in a mirror-descent sweep.
-    Only for n·d ≤ :data:`_CACHED_SIZE`: cvxpy's parametrized canonicalization grows with the
-    number of parameter entries (n = 100, d = 500: 15.5 s and 771 MB for the first four
-    solves against 4.1 s and 314 MB fresh, later solves equal; n = 200, d = 1000: 4.0 GB).
+
+def _dual_conic(psi: _Potential, X, y, theta0, name: str) -> np.ndarray:
+    """ν solving (D), by Clarabel on its conic form (l2: the linear system (XXᵀ)ν = y − Xθ₀).
+
+    min_ν,s  c·Σ s − yᵀν  with one cone per entry u_i of u = θ₀ + Xᵀν: entropy e^{u_i} ≤ s_i
+    (c = 1); lp |u_i|^q ≤ s_i (c = 1/q); hypentropy e^{u_i} ≤ s_i and e^{−u_i} ≤ s'_i
+    (c = β/2: β cosh u = β(e^u + e^{−u})/2).
     """
-    import cvxpy as cp
+    import clarabel
+    import scipy.sparse as sp
 
-    X, y, theta0 = cp.Parameter((n, d)), cp.Parameter(n), cp.Parameter(d)
-    problem, nu = _dual(psi, X, y, theta0)
-    return problem, (X, y, theta0), nu
+    n, d = X.shape
+    if psi.name == "l2":
+        return np.linalg.solve(X @ X.T, y - X @ theta0)
+    signs = (1.0, -1.0) if psi.name == "hypentropy" else (1.0,)
+    u_row, one_row, s_row = _POWER_ROWS if psi.name == "lp" else _EXP_ROWS
+    weight = {"entropy": 1.0, "lp": 1 / psi.q, "hypentropy": psi.beta / 2}[psi.name]
+    i, k = np.arange(d), np.arange(n)
+    vals, rows, cols, b = [], [], [], np.zeros(3 * d * len(signs))
+    for block, sign in enumerate(signs):
+        base = 3 * (block * d + i)  # the first row of entry i's cone
+        # u row: −sign·X[:, i] on ν, b = sign·θ₀_i; s row: −1 on s_i; the 1 row: b = 1
+        vals += [-sign * X.T.ravel(), -np.ones(d)]
+        rows += [np.repeat(base + u_row, n), base + s_row]
+        cols += [np.tile(k, d), n + block * d + i]
+        b[base + u_row], b[base + one_row] = sign * theta0, 1.0
+    width = n + len(signs) * d
+    A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(len(b), width))
+    q = np.concatenate([-y, np.full(len(signs) * d, weight)])
+    cone = clarabel.PowerConeT(1 / psi.q) if psi.name == "lp" else clarabel.ExponentialConeT()
+    solution = solve_conic(sp.csc_matrix((width, width)), q, A, b, [cone] * (len(signs) * d),
+                           name, infeasible=f"no solution of Xw = y lies in the domain of the "
+                                            f"{psi.name} potential (the dual is {{status}})")
+    return np.asarray(solution.x[:n], dtype=float)
 
 
 def min_bregman_interpolation(X, y, w0, potential: str = "entropy", *, p: float | None = None,
@@ -261,15 +286,7 @@ def min_bregman_interpolation(X, y, w0, potential: str = "entropy", *, p: float 
     if message:
         raise ShapeError(f"min_bregman_interpolation: {message}")
     theta0 = psi.mirror_map(w0)
-    if X.size <= _CACHED_SIZE:
-        problem, (X_param, y_param, theta0_param), nu = _dual_problem(psi, *X.shape)
-        X_param.value, y_param.value, theta0_param.value = X, y, theta0
-    else:  # a fresh problem with the data as constants
-        problem, nu = _dual(psi, X, y, theta0)
-    solve(problem, "min_bregman_interpolation", nu,
-          infeasible=f"no solution of Xw = y lies in the domain of the {psi.name} potential "
-                     "(the dual is {status})")
-    nu_val = _polish(psi, X, y, theta0, np.asarray(nu.value, dtype=float))
+    nu_val = _polish(psi, X, y, theta0, _dual_conic(psi, X, y, theta0, "min_bregman_interpolation"))
     w = psi.inverse_mirror_map(theta0 + X.T @ nu_val)
     divergence = psi.value(w) - psi.value(w0) - float(theta0 @ (w - w0))
     dual_value = float(y @ nu_val) - psi.conjugate(theta0 + X.T @ nu_val) + psi.conjugate(theta0)
