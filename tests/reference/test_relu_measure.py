@@ -81,3 +81,20 @@ def test_lasso_gives_the_same_bits_first_and_after_other_solves():
     relu_lasso(X2, y2, 1e-2, 180)
     again = relu_lasso(X, y, 1e-2, 180)
     assert np.array_equal(first.coef, again.coef) and first.lower_bound == again.lower_bound
+
+
+def test_hand_built_lasso_matches_the_lasso_posed_in_cvxpy():
+    import cvxpy as cp
+
+    from dltheory.reference.relu_measure import _lasso
+
+    X = _circle(12, 3)
+    y = np.random.default_rng(4).standard_normal(12)
+    Phi, _ = relu_dictionary(X, 180)
+    for lam in (1e-3, 1e-1):
+        c = cp.Variable(180)
+        objective = lambda v: cp.sum_squares(Phi @ v - y) / (2 * len(y)) + lam * cp.norm1(v)
+        problem = cp.Problem(cp.Minimize(objective(c)))
+        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+        ours = _lasso(Phi, y, lam)
+        assert objective(ours).value == pytest.approx(problem.value, rel=1e-9)
