@@ -81,12 +81,25 @@ def test_bad_configs_are_refused(key, value):
 
 
 def test_convex_program_gives_the_same_bits_first_and_after_other_solves():
-    # built once per shape and λ (DPP): a seed's optimum must not depend on the solves before
-    from dltheory.claims.quadratic_overparam_global_min import _convex_program
-
+    # each solve builds its own solver: a seed's optimum must not depend on the solves before
     (p0, _), (p1, _) = (CLAIM._problem(SMOKE[0], s, "cpu") for s in (0, 1))
-    _convex_program.cache_clear()
     first = _convex_optimum(p0.X, p0.y, SMOKE[0]["lam"])
     _convex_optimum(p1.X, p1.y, SMOKE[0]["lam"])
     again = _convex_optimum(p0.X, p0.y, SMOKE[0]["lam"])
     assert np.array_equal(first[0], again[0]) and first[1] == again[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hand_built_program_matches_the_program_posed_in_cvxpy(seed):
+    import cvxpy as cp
+
+    problem, _ = CLAIM._problem(SMOKE[0], seed, "cpu")
+    X, y, lam = problem.X.double().numpy(), problem.y.double().numpy(), SMOKE[0]["lam"]
+    N, d = X.shape
+    M = cp.Variable((d, d), PSD=True)
+    reference = cp.Problem(cp.Minimize(cp.sum_squares(cp.sum(cp.multiply(X @ M, X), axis=1) - y) / (2 * N)
+                                       + lam / 2 * cp.trace(M)))
+    reference.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    M_star, value = _convex_optimum(problem.X, problem.y, lam)
+    assert value == pytest.approx(reference.value, rel=1e-8)
+    np.testing.assert_allclose(M_star, M.value, atol=1e-5)
