@@ -56,8 +56,8 @@ def _full_program(f, params, X, y, degree):
     sizes = [p.numel() for p in params.values()]
 
     def margins(v):
-        parts = dict(zip(params, (t.reshape(p.shape) for t, p in zip(torch.split(v, sizes), params.values()))))
-        return y * f(parts, X)
+        pieces = zip(torch.split(v, sizes), params.values())
+        return y * f(dict(zip(params, (t.reshape(p.shape) for t, p in pieces))), X)
 
     q = margins(theta).detach()
     theta_t = theta / float(q.min()) ** (1 / degree)

@@ -93,7 +93,7 @@ def test_hand_built_lasso_matches_the_lasso_posed_in_cvxpy():
     Phi, _ = relu_dictionary(X, 180)
     for lam in (1e-3, 1e-1):
         c = cp.Variable(180)
-        objective = lambda v: cp.sum_squares(Phi @ v - y) / (2 * len(y)) + lam * cp.norm1(v)
+        objective = lambda v, lam=lam: cp.sum_squares(Phi @ v - y) / (2 * len(y)) + lam * cp.norm1(v)
         problem = cp.Problem(cp.Minimize(objective(c)))
         problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
         ours = _lasso(Phi, y, lam)

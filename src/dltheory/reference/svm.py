@@ -88,7 +88,8 @@ _INSEPARABLE = "the data are not linearly separable (through the origin)"
 def _solve_direct(Z: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
     """(w, the multipliers of Zw ≥ 1), by Clarabel on (P)'s conic form; the margin rows last.
 
-    p = 2: the QP min ½‖w‖² (as :func:`_problem`). p = 1: the LP min 𝟙ᵀt s.t. −t ≤ w ≤ t.
+    p = 2: the QP min ½‖w‖² (as :func:`_problem`; its multipliers are ‖w‖ times those of
+    (P)). p = 1: the LP min 𝟙ᵀt s.t. −t ≤ w ≤ t.
     p = ∞: the LP min t s.t. −t𝟙 ≤ w ≤ t𝟙. Other p: min t s.t. Σ r_i = t and
     (r_i, t, w_i) in the power cone r^{1/p} t^{1−1/p} ≥ |w| — cvxpy's form of a p-norm. The
     constraint matrix is assembled from (row, column, value) triplets: scipy's block stacking
