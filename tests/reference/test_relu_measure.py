@@ -83,10 +83,16 @@ def test_lasso_gives_the_same_bits_first_and_after_other_solves():
     assert np.array_equal(first.coef, again.coef) and first.lower_bound == again.lower_bound
 
 
-def test_hand_built_lasso_matches_the_lasso_posed_in_cvxpy():
+def test_hand_built_lasso_matches_the_lasso_posed_in_cvxpy(monkeypatch):
+    # _lasso solves the QP on a working set it grows until no column violates |Φ_jᵀr|/n ≤ λ
     import cvxpy as cp
 
+    import dltheory.reference.relu_measure as relu_measure
     from dltheory.reference.relu_measure import _lasso
+
+    sizes = []
+    qp = relu_measure._lasso_qp
+    monkeypatch.setattr(relu_measure, "_lasso_qp", lambda P, *a: sizes.append(P.shape[1]) or qp(P, *a))
 
     X = _circle(12, 3)
     y = np.random.default_rng(4).standard_normal(12)
@@ -96,5 +102,7 @@ def test_hand_built_lasso_matches_the_lasso_posed_in_cvxpy():
         objective = lambda v, lam=lam: cp.sum_squares(Phi @ v - y) / (2 * len(y)) + lam * cp.norm1(v)
         problem = cp.Problem(cp.Minimize(objective(c)))
         problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+        sizes.clear()
         ours = _lasso(Phi, y, lam)
         assert objective(ours).value == pytest.approx(problem.value, rel=1e-9)
+        assert len(sizes) >= 2 and sizes[-1] < 180  # the set grew, and stayed below the grid

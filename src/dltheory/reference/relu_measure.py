@@ -118,10 +118,9 @@ class ReluLassoSolution:
         return (self.objective - self.lower_bound) / self.objective
 
 
-def _lasso(Phi: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+def _lasso_qp(Phi: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     """argmin_c (1/2n)‖Φc − y‖² + λ‖c‖₁, by Clarabel on the QP form in x = (c, t, r):
-    min (1/2n)‖r‖² + λ𝟙ᵀt  s.t.  r = Φc − y,  −t ≤ c ≤ t  (what cvxpy builds, here without
-    its 10 ms of canonicalization a call: two calls a seed in mean field's sweeps; the tests
+    min (1/2n)‖r‖² + λ𝟙ᵀt  s.t.  r = Φc − y,  −t ≤ c ≤ t  (what cvxpy builds; the tests
     compare the two)."""
     import clarabel
     import scipy.sparse as sp
@@ -141,6 +140,44 @@ def _lasso(Phi: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     solution = solve_conic(P, q, A, b, [clarabel.ZeroConeT(n), clarabel.NonnegativeConeT(2 * k)],
                            "relu_lasso", tol=1e-12)
     return np.asarray(solution.x[:k], dtype=float)
+
+
+_KKT_SLACK = 1e-10  # a column outside the working set joins it when |Φ_jᵀr|/n > λ(1 + this)
+
+
+def _peaks(corr: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The candidate columns where ``corr`` has a local maximum along the circle of angles,
+    each with its two neighbours."""
+    k = len(corr)
+    top = np.flatnonzero(candidates & (corr >= np.roll(corr, 1)) & (corr >= np.roll(corr, -1)))
+    return np.unique((top[:, None] + np.arange(-1, 2)).ravel() % k)
+
+
+def _lasso(Phi: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """The grid lasso by a working set (Φ's columns in the circular order of their angles).
+
+    Solve the QP on a few columns, then find the columns outside them that violate the
+    optimality condition |Φ_jᵀr|/n ≤ λ (r = y − Φc): the violators form arcs of angles, and
+    the peak of each arc, with its two neighbours, joins the set; repeat until none
+    violates. Then c, zero off the set, is optimal for the whole grid (the lasso's KKT
+    conditions hold column by column; :func:`relu_lasso` checks them again). The first set
+    is the peaks of |Φᵀy|. At the smoke shape (n = 20; 720 and 1440 directions) 2–8 rounds
+    of QPs on 6–50 columns take 1.4–12 ms, 3.9 ms on average over 16 problems, against
+    14–30 ms for one QP on the whole grid.
+    """
+    n, k = Phi.shape
+    work = _peaks(np.abs(Phi.T @ y), np.ones(k, dtype=bool))
+    while True:
+        c_work = _lasso_qp(Phi[:, work], y, lam)
+        corr = np.abs(Phi.T @ (y - Phi[:, work] @ c_work)) / n
+        violators = corr > lam * (1 + _KKT_SLACK)
+        violators[work] = False
+        if not violators.any():
+            break
+        work = np.union1d(work, _peaks(corr, violators))
+    coef = np.zeros(k)
+    coef[work] = c_work
+    return coef
 
 
 def relu_lasso(X, y, lam: float, n_directions: int = 720, *, tol: float = 1e-6) -> ReluLassoSolution:
