@@ -106,3 +106,27 @@ def test_hand_built_lasso_matches_the_lasso_posed_in_cvxpy(monkeypatch):
         ours = _lasso(Phi, y, lam)
         assert objective(ours).value == pytest.approx(problem.value, rel=1e-9)
         assert len(sizes) >= 2 and sizes[-1] < 180  # the set grew, and stayed below the grid
+
+
+def test_lasso_working_set_grows_even_when_no_violating_peak_is_new(monkeypatch):
+    # the fallback: should the peaks add nothing (a solver less accurate than the slack),
+    # every violator joins, so the loop cannot spin
+    import dltheory.reference.relu_measure as relu_measure
+
+    X = _circle(12, 3)
+    y = np.random.default_rng(4).standard_normal(12)
+    Phi, _ = relu_dictionary(X, 180)
+    expected = relu_measure._lasso(Phi, y, 1e-2)
+    first = relu_measure._peaks(np.abs(Phi.T @ y), np.ones(180, dtype=bool))
+    monkeypatch.setattr(relu_measure, "_peaks", lambda corr, candidates: first)
+    calls, qp = [], relu_measure._lasso_qp
+
+    def counted(*args):
+        calls.append(1)
+        assert len(calls) < 50, "the working set stopped growing"
+        return qp(*args)
+
+    monkeypatch.setattr(relu_measure, "_lasso_qp", counted)
+    got = relu_measure._lasso(Phi, y, 1e-2)
+    objective = lambda c: np.sum((Phi @ c - y) ** 2) / 24 + 1e-2 * np.abs(c).sum()
+    assert objective(got) == pytest.approx(objective(expected), rel=1e-9)
