@@ -91,13 +91,14 @@ def test_hand_built_conic_dual_matches_the_dual_posed_in_cvxpy(potential, kw):
     # _dual_conic builds Clarabel's data by hand; (D) written in cvxpy must have the same ν
     import cvxpy as cp
 
-    from dltheory.reference.bregman import _dual, _dual_conic, _potential
+    from dltheory.reference.bregman import _dual_conic, _potential
 
     psi = _potential(potential, kw.get("p"), kw.get("beta"))
     for seed in (3, 4):
         X, y, w0 = _problem(seed)
         theta0 = psi.mirror_map(w0)
-        problem, nu = _dual(psi, X, y, theta0)
+        nu = cp.Variable(X.shape[0])  # (D) posed in cvxpy, ψ* as cvxpy writes it
+        problem = cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu)))
         problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
         ours = _dual_conic(psi, X, y, theta0, "test")
         # Both stop 1e-8–1e-6 (relative) from the optimum the Newton polish then reaches; a

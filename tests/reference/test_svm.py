@@ -65,14 +65,16 @@ def test_same_data_give_the_same_bits_first_and_after_other_solves(norm):
 def test_direct_conic_form_matches_cvxpy(norm):
     # max_margin hands Clarabel a conic form built by hand; (P) posed in cvxpy must give the
     # same optimum
+    import cvxpy as cp
+
     from dltheory.reference._solve import solve
-    from dltheory.reference.svm import _problem
 
     for seed in range(3):
         X, y, _ = separable_gaussian(40, 12, margin=0.2, generator=torch.Generator().manual_seed(seed))
         X, y = X.double().numpy(), y.double().numpy()
-        problem, Z, w, _ = _problem(*X.shape, norm)
-        Z.value = y[:, None] * X
+        w = cp.Variable(X.shape[1])
+        objective = 0.5 * cp.sum_squares(w) if norm == 2 else cp.norm(w, norm)
+        problem = cp.Problem(cp.Minimize(objective), [(y[:, None] * X) @ w >= 1])
         solve(problem, "test", w)
         direct = max_margin(X, y, norm)
         assert direct.margin == pytest.approx(1 / np.linalg.norm(w.value, ord=norm), rel=1e-9)

@@ -47,8 +47,9 @@ _CLARABEL_INFEASIBLE = ("PrimalInfeasible", "AlmostPrimalInfeasible", "DualInfea
 
 def solve_conic(P, q, A, b, cones, name: str, *, infeasible: str | None = None,
                 tol: float = 1e-10):
-    """Clarabel on  min ½xᵀPx + qᵀx  s.t.  Ax + s = b, s ∈ cones  (P, A scipy sparse); returns
-    Clarabel's solution (``x``, the multipliers ``z``). The settings :func:`solve` gives it.
+    """Clarabel on  min ½xᵀPx + qᵀx  s.t.  Ax + s = b, s ∈ cones  (P, A scipy sparse; P None
+    for a linear objective); returns Clarabel's solution (``x``, the multipliers ``z``). The
+    settings :func:`solve` gives it.
 
     For the references whose conic form is a few lines (the ℓp SVMs, the Bregman duals, the
     ReLU lasso, the quadratic net's convex program): on their small problems cvxpy spent 1–4×
@@ -63,7 +64,8 @@ def solve_conic(P, q, A, b, cones, name: str, *, infeasible: str | None = None,
     settings = clarabel.DefaultSettings()
     settings.verbose = False
     settings.tol_gap_abs = settings.tol_gap_rel = settings.tol_feas = tol
-    solution = clarabel.DefaultSolver(sp.csc_matrix(P), q, sp.csc_matrix(A), b, cones,
+    P = sp.csc_matrix((len(q), len(q))) if P is None else sp.csc_matrix(P)
+    solution = clarabel.DefaultSolver(P, q, sp.csc_matrix(A), b, cones,
                                       settings).solve()
     status = str(solution.status)
     if infeasible is not None and status in _CLARABEL_INFEASIBLE:

@@ -201,14 +201,6 @@ def _polish(psi: _Potential, X, y, theta0, nu, steps: int = 20) -> np.ndarray:
     return nu
 
 
-def _dual(psi: _Potential, X, y, theta0):
-    """(D) posed in cvxpy, and its variable ν: what the tests compare :func:`_dual_conic` with."""
-    import cvxpy as cp
-
-    nu = cp.Variable(X.shape[0])
-    return cp.Problem(cp.Maximize(y @ nu - psi.conjugate(theta0 + X.T @ nu))), nu
-
-
 # Where each potential's cone puts u = ±(θ₀ + Xᵀν), the constant 1 and the epigraph variable
 # s of ψ*: Clarabel's exponential cone is {(x, y, z): y e^{x/y} ≤ z}, so e^u ≤ s is (u, 1, s);
 # its power cone {(x, y, z): x^α y^{1−α} ≥ |z|}, so |u|^q ≤ s is (s, 1, u) with α = 1/q.
@@ -245,7 +237,7 @@ def _dual_conic(psi: _Potential, X, y, theta0, name: str) -> np.ndarray:
                       shape=(len(b), width))
     q = np.concatenate([-y, np.full(len(signs) * d, weight)])
     cone = clarabel.PowerConeT(1 / psi.q) if psi.name == "lp" else clarabel.ExponentialConeT()
-    solution = solve_conic(sp.csc_matrix((width, width)), q, A, b, [cone] * (len(signs) * d),
+    solution = solve_conic(None, q, A, b, [cone] * (len(signs) * d),
                            name, infeasible=f"no solution of Xw = y lies in the domain of the "
                                             f"{psi.name} potential (the dual is {{status}})")
     return np.asarray(solution.x[:n], dtype=float)

@@ -67,29 +67,14 @@ def _as_numpy(X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _problem(n: int, d: int, p: float):
-    """Problem (P) posed in cvxpy, with the data as a Parameter: what the tests compare
-    :func:`max_margin`'s hand-built conic form with."""
-    import cvxpy as cp
-
-    w = cp.Variable(d)
-    Z = cp.Parameter((n, d))
-    constraint = Z @ w >= 1
-    if p == 2:
-        problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(w)), [constraint])
-    else:
-        problem = cp.Problem(cp.Minimize(cp.norm(w, p)), [constraint])
-    return problem, Z, w, constraint
-
-
 _INSEPARABLE = "the data are not linearly separable (through the origin)"
 
 
 def _solve_direct(Z: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
     """(w, the multipliers of Zw ≥ 1), by Clarabel on (P)'s conic form; the margin rows last.
 
-    p = 2: the QP min ½‖w‖² (as :func:`_problem`; its multipliers are ‖w‖ times those of
-    (P)). p = 1: the LP min 𝟙ᵀt s.t. −t ≤ w ≤ t.
+    p = 2: the QP min ½‖w‖² (its multipliers are ‖w‖ times those of (P)).
+    p = 1: the LP min 𝟙ᵀt s.t. −t ≤ w ≤ t.
     p = ∞: the LP min t s.t. −t𝟙 ≤ w ≤ t𝟙. Other p: min t s.t. Σ r_i = t and
     (r_i, t, w_i) in the power cone r^{1/p} t^{1−1/p} ≥ |w| — cvxpy's form of a p-norm. The
     constraint matrix is assembled from (row, column, value) triplets: scipy's block stacking
@@ -111,7 +96,7 @@ def _solve_direct(Z: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
         A = sp.csc_matrix((np.concatenate([ones, -ones, -ones, -ones, -Z.ravel()]),
                            (np.concatenate([i, i, d + i, d + i, rows + zr]),
                             np.concatenate([i, t, i, t, zc]))), shape=(rows + n, d + k))
-        P, q = sp.csc_matrix((d + k, d + k)), np.concatenate([np.zeros(d), np.ones(k)])
+        P, q = None, np.concatenate([np.zeros(d), np.ones(k)])
     else:  # x = (w, r, t); row 0: Σr − t = 0; rows 1 + 3i…: (r_i, t, w_i) in the power cone
         rows, t = 1 + 3 * d, 2 * d
         head = [clarabel.ZeroConeT(1)] + [clarabel.PowerConeT(1 / p)] * d
@@ -120,7 +105,7 @@ def _solve_direct(Z: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
                                             3 + 3 * i, rows + zr]),
                             np.concatenate([d + i, [t], d + i, np.full(d, t), i, zc]))),
                           shape=(rows + n, 2 * d + 1))
-        P, q = sp.csc_matrix((2 * d + 1, 2 * d + 1)), np.concatenate([np.zeros(2 * d), [1.0]])
+        P, q = None, np.concatenate([np.zeros(2 * d), [1.0]])
     b = np.concatenate([np.zeros(rows), -np.ones(n)])
     solution = solve_conic(P, q, A, b, [*head, clarabel.NonnegativeConeT(n)], "max_margin",
                            infeasible=_INSEPARABLE)
