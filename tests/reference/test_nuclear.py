@@ -110,3 +110,61 @@ def test_cached_and_fresh_sensing_problems_agree(monkeypatch):
     fresh = min_nuclear_norm(*_sensing(2), psd=True)
     np.testing.assert_allclose(cached.M, fresh.M, atol=1e-8)
     assert cached.nuclear_norm == pytest.approx(fresh.nuclear_norm, rel=1e-9)
+
+
+def _completion_instance(n, rank, m, seed, psd=False):
+    g = np.random.default_rng(seed)
+    U, V = g.standard_normal((n, rank)), g.standard_normal((n, rank))
+    M = U @ U.T if psd else U @ V.T
+    mask = np.zeros(n * n, bool)
+    mask[g.choice(n * n, m, replace=False)] = True
+    mask = mask.reshape(n, n)
+    return n * M / np.linalg.norm(M), (mask | mask.T) if psd else mask
+
+
+@pytest.mark.parametrize("psd", [False, True])
+@pytest.mark.parametrize("m, seed", [(90, 0), (150, 1)])
+def test_admm_completion_matches_the_interior_point(psd, m, seed):
+    # 16 × 16, rank 2: m = 90 is short of recovery without PSD (M* not the minimizer), 150
+    # nearly there; the ADMM answer is the interior point's either way
+    M, mask = _completion_instance(16, 2, m, seed, psd)
+    conic = min_nuclear_norm_completion(M, mask, psd=psd, method="conic")
+    admm = min_nuclear_norm_completion(M, mask, psd=psd, method="admm")
+    assert admm.nuclear_norm == pytest.approx(conic.nuclear_norm, rel=1e-6)
+    assert np.linalg.norm(admm.M - conic.M) / np.linalg.norm(conic.M) < 1e-4  # measured ≤ 4e-6
+
+
+def test_admm_answer_meets_the_data_exactly_and_its_dual_bounds_the_optimum():
+    M, mask = _completion_instance(16, 2, 110, 2)
+    sol = min_nuclear_norm_completion(M, mask, method="admm")
+    assert np.array_equal(sol.M[mask], M[mask]) and sol.residual == 0.0
+    assert np.linalg.norm(sol.dual, 2) <= 1.0 + 1e-12  # scaled into the dual's feasible set
+    assert np.all(sol.dual[~mask] == 0.0)
+    # weak duality: ⟨dual, M⟩ ≤ min ‖·‖_* ≤ ‖sol.M‖_*, within the stopping gap (0.1 · tol)
+    lower = float((sol.dual * M).sum())
+    assert 0.0 <= sol.nuclear_norm - lower <= 1e-7 * sol.nuclear_norm
+    assert sol.gap == pytest.approx((sol.nuclear_norm - lower) / sol.nuclear_norm, abs=1e-12)
+
+
+def test_auto_completion_hands_large_problems_to_admm(monkeypatch):
+    import dltheory.reference.nuclear as nuclear
+
+    M, mask = _completion_instance(24, 2, 250, 0)  # 576 entries > _CONIC_ENTRIES
+    auto = min_nuclear_norm_completion(M, mask)
+    assert np.array_equal(auto.M, min_nuclear_norm_completion(M, mask, method="admm").M)
+    monkeypatch.setattr(nuclear, "_CONIC_ENTRIES", 24 * 24)
+    assert np.array_equal(min_nuclear_norm_completion(M, mask).M,
+                          min_nuclear_norm_completion(M, mask, method="conic").M)
+
+
+def test_admm_that_does_not_converge_and_a_bad_method_are_clear_errors(monkeypatch):
+    import dltheory.reference.nuclear as nuclear
+
+    from dltheory.errors import ConfigError
+
+    M, mask = _completion_instance(16, 2, 110, 0)
+    monkeypatch.setattr(nuclear, "_ADMM_ITERATIONS", 20)
+    with pytest.raises(SolverError, match="ADMM did not reach the duality gap 1e-07 in 20 iter"):
+        min_nuclear_norm_completion(M, mask, method="admm")
+    with pytest.raises(ConfigError, match="method must be auto, conic or admm"):
+        min_nuclear_norm_completion(M, mask, method="scs")

@@ -22,8 +22,9 @@ nearest 2× (``judged_count``, from the paper's Figure 2); depth 1 is plain GD o
 interpolant P_Ω(M*) + P_Ω^c(W_0), checked in closed form), depths 2–4 are GD from the
 library's balanced init (``DeepLinear``) with end-to-end entries of standard deviation
 ``init_scale``, at the step ``lr_scale / (L σ_max(M*)^{2−2/L})`` (the sharpness of the
-depth-L loss near M*). The minimum nuclear norm completion is solved by cvxpy with its dual
-certificate checked (``dltheory.reference.min_nuclear_norm_completion``); the depth-2 run
+depth-L loss near M*). The minimum nuclear norm completion is solved with its dual
+certificate checked (``dltheory.reference.min_nuclear_norm_completion``: the interior point
+up to 20 × 20, ADMM at the full profile's 100 × 100); the depth-2 run
 must not beat it (a check of both). All seeds and observation counts run as one batch of
 GEMMs, the matrices zero-padded to a multiple of 4 so every P × P slice (P² a multiple of 16
 doubles) starts on a 64-byte boundary (BLAS then computes each slice as it would alone, the

@@ -135,8 +135,8 @@ def _program(shape, psd: bool, measure, y):
     return cp.Problem(cp.Minimize(cp.trace(M) if psd else cp.normNuc(M)), [constraint]), M, constraint
 
 
-def min_nuclear_norm_completion(M_observed, mask, *, psd: bool = False,
-                                tol: float = 1e-6) -> NuclearNormSolution:
+def min_nuclear_norm_completion(M_observed, mask, *, psd: bool = False, tol: float = 1e-6,
+                                method: str = "auto") -> NuclearNormSolution:
     """``argmin ‖M‖_*`` subject to ``M_jk = M_observed_jk`` on the entries where ``mask`` is set.
 
     Parameters
@@ -144,6 +144,11 @@ def min_nuclear_norm_completion(M_observed, mask, *, psd: bool = False,
     M_observed : (n1, n2) matrix (only the masked entries are read), mask : (n1, n2) boolean
         or 0/1 array of observed entries.
     psd, tol : as in :func:`min_nuclear_norm`.
+    method : ``"conic"`` — Clarabel (interior point) on the SDP; the most accurate, but its
+        (n1 + n2)² PSD cone costs time ∝ n⁵ and memory ∝ n⁴ (n = 50: 21 s and 1.6 GB; 100:
+        ~12 min and ~20 GB, extrapolated). ``"admm"`` — ADMM with one SVD (eigendecomposition
+        if ``psd``) an iteration (:func:`_admm_completion`; n = 100: ~1 s), stopped by the
+        same certificate. ``"auto"``: conic up to ``_CONIC_ENTRIES`` entries, else ADMM.
 
     Examples
     --------
@@ -165,8 +170,113 @@ def min_nuclear_norm_completion(M_observed, mask, *, psd: bool = False,
         return out.reshape(mask.shape)
 
     _check_square(mask.shape, psd)
+    if method not in ("auto", "conic", "admm"):
+        raise ConfigError(f"min_nuclear_norm_completion: method must be auto, conic or admm, "
+                          f"got {method!r}")
+    if method == "admm" or (method == "auto" and mask.size > _CONIC_ENTRIES):
+        return _admm_completion(M_observed, mask, psd, tol)
     measure, y = (lambda M: _vec(M)[index]), M_observed.reshape(-1)[index]
     return _solve(_program(mask.shape, psd, measure, y), measure, y, psd, tol, adjoint=adjoint)
+
+
+# Entries up to which "auto" completion goes to the interior point: Clarabel takes 0.05 s
+# at 12 × 12 and 0.35 s at 20 × 20, then 2.2 s at 30 × 30 and 7.5 s at 40 × 40, where ADMM
+# takes 0.03–0.3 s (2-core EPYC). Up to 20 × 20 the interior point's tighter answer is cheap.
+_CONIC_ENTRIES = 400
+
+# ADMM stops at this fraction of ``tol`` (so the answer clears the check with room), and
+# fails with a SolverError after _ADMM_ITERATIONS.
+_ADMM_TARGET = 0.1
+_ADMM_ITERATIONS = 50_000
+_ADMM_CHECK_EVERY = 10
+# Over-relaxation α (Boyd et al. §3.4.3 suggest 1.5–1.8). Measured over 15 instances
+# (n = 100, rank 5, 1500–2500 entries; 30 × 30, PSD and not): 58 395 iterations in all at
+# α = 1, 39 345 at 1.6, 35 775 at 1.8, fewer for every instance.
+_ADMM_RELAXATION = 1.8
+
+
+def _admm_completion(M_observed, mask, psd: bool, tol: float) -> NuclearNormSolution:
+    """min ‖X‖_* (tr X, X ⪰ 0 if ``psd``) s.t. P_Ω(X) = b, by ADMM on the split X = Y:
+
+        X ← prox_{‖·‖_*/ρ}(Y − Λ/ρ)     (singular value thresholding at 1/ρ)
+        X̂ ← αX + (1 − α)Y               (over-relaxation)
+        Y ← X̂ + Λ/ρ with Y_Ω = b        (projection onto the data)
+        Λ ← Λ + ρ(X̂ − Y)
+
+    with ρ balanced every few iterations (Boyd et al., "Distributed optimization and
+    statistical learning via ADMM", 2011, §3.4.1: ×2 or /2 when the primal and dual
+    residuals differ tenfold). At a fixed point −Λ ∈ ∂‖X‖_* and Λ vanishes off Ω (the
+    Y-step's optimality), so λ = −Λ_Ω is a dual point; scaled by max(1, ‖P_Ω*(λ)‖_op) it
+    is exactly feasible, and Y meets the data exactly, so ‖Y‖_* − ⟨λ, b⟩ bounds Y's
+    suboptimality. The iterations stop when that relative gap is below ``_ADMM_TARGET · tol``;
+    the answer then goes through the same check as the interior point's. With ``psd`` the
+    answer is X (PSD, meeting the data to the residual checked) and the dual is scaled to
+    P_Ω*(λ) ⪯ I.
+
+    Written by hand: cvxpy's first-order solver (SCS) poses the same (n1 + n2)² PSD cone
+    as the interior point, and this needs only an n1 × n2 SVD an iteration.
+    """
+    b = M_observed[mask]
+    scale = max(float(np.linalg.norm(b)), 1e-300)
+    b = b / scale  # solve for M / scale (‖b‖ = 1): ρ's start and the stop are scale-free
+    Y = np.where(mask, M_observed / scale, 0.0)
+    Lam = np.zeros_like(Y)
+    rho = 1.0 / max(float(np.linalg.norm(Y, 2)), 1e-300)
+    for it in range(_ADMM_ITERATIONS):
+        X = _nuclear_prox(Y - Lam / rho, 1.0 / rho, psd)
+        Y_old = Y
+        X_relaxed = _ADMM_RELAXATION * X + (1.0 - _ADMM_RELAXATION) * Y_old
+        Y = X_relaxed + Lam / rho
+        Y[mask] = b
+        Lam += rho * (X_relaxed - Y)
+        if it % _ADMM_CHECK_EVERY:
+            continue
+        primal_res, dual_res = np.linalg.norm(X - Y), rho * np.linalg.norm(Y - Y_old)
+        lam = _feasible_dual(-Lam[mask], mask, psd)
+        M = X if psd else Y
+        nuclear = float(np.trace(M)) if psd else float(np.linalg.svd(M, compute_uv=False).sum())
+        gap = (nuclear - float(lam @ b)) / max(nuclear, 1e-300)
+        residual = float(np.linalg.norm(M[mask] - b))
+        if max(abs(gap), residual) <= _ADMM_TARGET * tol:  # with psd, X's gap may be < 0
+            break
+        if primal_res > 10 * dual_res:
+            rho *= 2.0
+        elif dual_res > 10 * primal_res:
+            rho /= 2.0
+    else:
+        raise SolverError(f"min_nuclear_norm_completion: ADMM did not reach the duality gap "
+                          f"{_ADMM_TARGET * tol:.0e} in {_ADMM_ITERATIONS} iterations (gap "
+                          f"{gap:.1e}, residual {residual:.1e}); method='conic' may")
+    index = np.flatnonzero(mask.reshape(-1))
+
+    def adjoint(lam):
+        out = np.zeros(mask.size)
+        out[index] = lam
+        return out.reshape(mask.shape)
+
+    y = M_observed.reshape(-1)[index]
+    M = M * scale
+    if not psd:
+        M[mask] = M_observed[mask]  # the data exactly, not to the rounding of ·/scale·scale
+    return _certify(M, lam, lambda M: M.reshape(-1)[index], y, psd, tol, adjoint=adjoint)
+
+
+def _nuclear_prox(A, t: float, psd: bool) -> np.ndarray:
+    """argmin t‖X‖_* + ½‖X − A‖²_F: A's singular values shrunk by t; with ``psd``, over
+    X ⪰ 0 with t·tr X, the eigenvalues of (A + Aᵀ)/2 shrunk by t and clipped at 0."""
+    if psd:
+        w, V = np.linalg.eigh(0.5 * (A + A.T))
+        return (V * np.maximum(w - t, 0.0)) @ V.T
+    U, s, Vt = np.linalg.svd(A, full_matrices=False)
+    return (U * np.maximum(s - t, 0.0)) @ Vt
+
+
+def _feasible_dual(lam: np.ndarray, mask: np.ndarray, psd: bool) -> np.ndarray:
+    """λ scaled into the dual's feasible set: ‖P_Ω*(λ)‖_op ≤ 1 (with ``psd``: sym ⪯ I)."""
+    Z = np.zeros(mask.shape)
+    Z[mask] = lam
+    top = float(np.linalg.eigvalsh(0.5 * (Z + Z.T))[-1]) if psd else float(np.linalg.norm(Z, 2))
+    return lam / max(top, 1.0)
 
 
 def _vec(M):
@@ -182,12 +292,17 @@ def _solve(program, measure, y, psd: bool, tol: float, *, adjoint) -> NuclearNor
     problem, M, constraint = program
     solve(problem, "min_nuclear_norm", M,
           infeasible="no matrix meets the measurements" + (" (with M PSD)" if psd else ""))
-    M_val = np.asarray(M.value, dtype=float)
-    if psd:
-        M_val = 0.5 * (M_val + M_val.T)
     # cvxpy's multiplier of an equality enters the Lagrangian with a minus sign here:
     # L = ‖M‖_* − ⟨λ, A(M) − y⟩, so Σ λ_i A_i is a subgradient of ‖·‖_* at M.
     lam = -np.asarray(constraint.dual_value, dtype=float).reshape(-1)
+    return _certify(np.asarray(M.value, dtype=float), lam, measure, y, psd, tol, adjoint=adjoint)
+
+
+def _certify(M_val, lam, measure, y, psd: bool, tol: float, *, adjoint) -> NuclearNormSolution:
+    """The answer M with its multipliers λ, checked: measurements met, Σ λ_i A_i dual
+    feasible, and the duality gap ‖M‖_* − ⟨λ, y⟩ small, each within ``tol``."""
+    if psd:
+        M_val = 0.5 * (M_val + M_val.T)
     Z = adjoint(lam)
     if psd:
         Z = 0.5 * (Z + Z.T)
