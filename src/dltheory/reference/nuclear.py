@@ -193,6 +193,11 @@ _ADMM_CHECK_EVERY = 10
 # (n = 100, rank 5, 1500–2500 entries; 30 × 30, PSD and not): 58 395 iterations in all at
 # α = 1, 39 345 at 1.6, 35 775 at 1.8, fewer for every instance.
 _ADMM_RELAXATION = 1.8
+# Anderson memory and restart factor. Without acceleration the deep factorization's full
+# instances (n = 100, rank 5, 1500–4000 entries, 5 seeds) took 124 s, up to 22 800
+# iterations; with memory 10 (no restart) 33 s, at most 3 020, fewer for every instance.
+_ANDERSON_MEMORY = 10
+_ANDERSON_RESTART = 10.0
 
 
 def _admm_completion(M_observed, mask, psd: bool, tol: float) -> NuclearNormSolution:
@@ -203,46 +208,57 @@ def _admm_completion(M_observed, mask, psd: bool, tol: float) -> NuclearNormSolu
         Y ← X̂ + Λ/ρ with Y_Ω = b        (projection onto the data)
         Λ ← Λ + ρ(X̂ − Y)
 
-    with ρ balanced every few iterations (Boyd et al., "Distributed optimization and
-    statistical learning via ADMM", 2011, §3.4.1: ×2 or /2 when the primal and dual
-    residuals differ tenfold). At a fixed point −Λ ∈ ∂‖X‖_* and Λ vanishes off Ω (the
-    Y-step's optimality), so λ = −Λ_Ω is a dual point; scaled by max(1, ‖P_Ω*(λ)‖_op) it
-    is exactly feasible, and Y meets the data exactly, so ‖Y‖_* − ⟨λ, b⟩ bounds Y's
-    suboptimality. The iterations stop when that relative gap is below ``_ADMM_TARGET · tol``;
-    the answer then goes through the same check as the interior point's. With ``psd`` the
-    answer is X (PSD, meeting the data to the residual checked) and the dual is scaled to
-    P_Ω*(λ) ⪯ I.
+    After the first iteration Λ vanishes off Ω (the Y-step's optimality) and Y = b on Ω, so
+    the state is one matrix z = Y − Λ/ρ (z = Y off Ω, b − Λ/ρ on Ω): X = prox(z),
+    Y = b on Ω and z off it, and z ← X̂ off Ω, z + b − X̂ on Ω. That fixed-point map is
+    Anderson-accelerated (type II, the last ``_ANDERSON_MEMORY`` differences; Walker & Ni,
+    SIAM J. Numer. Anal. 2011), and ρ is balanced every few iterations (Boyd et al.,
+    "Distributed optimization and statistical learning via ADMM", 2011, §3.4.1: ×2 or /2
+    when the primal and dual residuals differ tenfold; Λ is kept, the history dropped).
+
+    At a fixed point −Λ ∈ ∂‖X‖_*, so λ = −Λ_Ω = ρ(z_Ω − b) is a dual point; scaled by
+    max(1, ‖P_Ω*(λ)‖_op) it is exactly feasible, and Y meets the data exactly, so
+    ‖Y‖_* − ⟨λ, b⟩ bounds Y's suboptimality. The iterations stop when that relative gap is
+    below ``_ADMM_TARGET · tol``; the answer then goes through the same check as the
+    interior point's. With ``psd`` the answer is X (PSD, meeting the data to the residual
+    checked) and the dual is scaled to P_Ω*(λ) ⪯ I.
 
     Written by hand: cvxpy's first-order solver (SCS) poses the same (n1 + n2)² PSD cone
-    as the interior point, and this needs only an n1 × n2 SVD an iteration.
+    as the interior point, and this needs only an n1 × n2 SVD an iteration;
+    ``scipy.optimize.anderson`` is a root finder, with no place for the certificate's stop
+    or the ρ updates.
     """
-    b = M_observed[mask]
-    scale = max(float(np.linalg.norm(b)), 1e-300)
-    b = b / scale  # solve for M / scale (‖b‖ = 1): ρ's start and the stop are scale-free
-    Y = np.where(mask, M_observed / scale, 0.0)
-    Lam = np.zeros_like(Y)
-    rho = 1.0 / max(float(np.linalg.norm(Y, 2)), 1e-300)
+    scale = max(float(np.linalg.norm(M_observed[mask])), 1e-300)
+    B = np.where(mask, M_observed / scale, 0.0)  # solve for M / scale: ρ's start and the stop are scale-free
+    b = B[mask]
+    rho = 1.0 / max(float(np.linalg.norm(B, 2)), 1e-300)
+    z = B.copy()  # Y = B, Λ = 0
+    anderson = _Anderson(_ANDERSON_MEMORY)
     for it in range(_ADMM_ITERATIONS):
-        X = _nuclear_prox(Y - Lam / rho, 1.0 / rho, psd)
-        Y_old = Y
-        X_relaxed = _ADMM_RELAXATION * X + (1.0 - _ADMM_RELAXATION) * Y_old
-        Y = X_relaxed + Lam / rho
-        Y[mask] = b
-        Lam += rho * (X_relaxed - Y)
+        Y = np.where(mask, B, z)
+        X = _nuclear_prox(z, 1.0 / rho, psd)
+        X_relaxed = _ADMM_RELAXATION * X + (1.0 - _ADMM_RELAXATION) * Y
+        g = np.where(mask, z + B - X_relaxed, X_relaxed)
         if it % _ADMM_CHECK_EVERY:
+            z = anderson.step(z, g)
             continue
-        primal_res, dual_res = np.linalg.norm(X - Y), rho * np.linalg.norm(Y - Y_old)
-        lam = _feasible_dual(-Lam[mask], mask, psd)
+        lam = _feasible_dual(rho * (z[mask] - b), mask, psd)
         M = X if psd else Y
         nuclear = float(np.trace(M)) if psd else float(np.linalg.svd(M, compute_uv=False).sum())
         gap = (nuclear - float(lam @ b)) / max(nuclear, 1e-300)
         residual = float(np.linalg.norm(M[mask] - b))
         if max(abs(gap), residual) <= _ADMM_TARGET * tol:  # with psd, X's gap may be < 0
             break
-        if primal_res > 10 * dual_res:
-            rho *= 2.0
-        elif dual_res > 10 * primal_res:
-            rho /= 2.0
+        primal_res = np.linalg.norm(X - Y)
+        dual_res = rho * np.linalg.norm(np.where(mask, 0.0, g - z))  # ρ‖Y⁺ − Y‖
+        new_rho = (2.0 * rho if primal_res > 10 * dual_res else
+                   0.5 * rho if dual_res > 10 * primal_res else rho)
+        if new_rho == rho:
+            z = anderson.step(z, g)
+        else:  # keep Λ_Ω = ρ(b − z_Ω) under the new ρ
+            z = np.where(mask, B - (rho / new_rho) * (B - g), g)
+            rho = new_rho
+            anderson.clear()
     else:
         raise SolverError(f"min_nuclear_norm_completion: ADMM did not reach the duality gap "
                           f"{_ADMM_TARGET * tol:.0e} in {_ADMM_ITERATIONS} iterations (gap "
@@ -259,6 +275,37 @@ def _admm_completion(M_observed, mask, psd: bool, tol: float) -> NuclearNormSolu
     if not psd:
         M[mask] = M_observed[mask]  # the data exactly, not to the rounding of ·/scale·scale
     return _certify(M, lam, lambda M: M.reshape(-1)[index], y, psd, tol, adjoint=adjoint)
+
+
+class _Anderson:
+    """Type-II Anderson acceleration of a fixed-point iteration z ← g(z): the next z is
+    g(z) − ΔG γ, γ the least-squares fit of the residual f = g(z) − z by the last
+    ``memory`` residual differences ΔF. The history is dropped when a residual grows past
+    ``_ANDERSON_RESTART`` times the smallest since the last drop (the plain step resumes)."""
+
+    def __init__(self, memory: int):
+        self.memory = memory
+        self.clear()
+
+    def clear(self) -> None:
+        self.dF, self.dG, self.last, self.best = [], [], None, np.inf
+
+    def step(self, z: np.ndarray, g: np.ndarray) -> np.ndarray:
+        f, gv = (g - z).reshape(-1), g.reshape(-1)
+        norm = float(np.linalg.norm(f))
+        if norm > _ANDERSON_RESTART * self.best:
+            self.clear()
+        self.best = min(self.best, norm)
+        if self.last is not None:
+            self.dF.append(f - self.last[0])
+            self.dG.append(gv - self.last[1])
+            if len(self.dF) > self.memory:
+                del self.dF[0], self.dG[0]
+        self.last = (f, gv)
+        if not self.dF:
+            return g
+        gamma = np.linalg.lstsq(np.stack(self.dF, 1), f, rcond=None)[0]
+        return (gv - np.stack(self.dG, 1) @ gamma).reshape(g.shape)
 
 
 def _nuclear_prox(A, t: float, psd: bool) -> np.ndarray:
