@@ -131,7 +131,7 @@ def test_admm_completion_matches_the_interior_point(psd, m, seed):
     conic = min_nuclear_norm_completion(M, mask, psd=psd, method="conic")
     admm = min_nuclear_norm_completion(M, mask, psd=psd, method="admm")
     assert admm.nuclear_norm == pytest.approx(conic.nuclear_norm, rel=1e-6)
-    assert np.linalg.norm(admm.M - conic.M) / np.linalg.norm(conic.M) < 1e-4  # measured ≤ 4e-6
+    assert np.linalg.norm(admm.M - conic.M) / np.linalg.norm(conic.M) < 1e-4  # measured ≤ 9e-6
 
 
 def test_admm_answer_meets_the_data_exactly_and_its_dual_bounds_the_optimum():
@@ -140,9 +140,9 @@ def test_admm_answer_meets_the_data_exactly_and_its_dual_bounds_the_optimum():
     assert np.array_equal(sol.M[mask], M[mask]) and sol.residual == 0.0
     assert np.linalg.norm(sol.dual, 2) <= 1.0 + 1e-12  # scaled into the dual's feasible set
     assert np.all(sol.dual[~mask] == 0.0)
-    # weak duality: ⟨dual, M⟩ ≤ min ‖·‖_* ≤ ‖sol.M‖_*, within the stopping gap (0.1 · tol)
+    # weak duality: ⟨dual, M⟩ ≤ min ‖·‖_* ≤ ‖sol.M‖_*, within the stopping gap (0.5 · tol)
     lower = float((sol.dual * M).sum())
-    assert 0.0 <= sol.nuclear_norm - lower <= 1e-7 * sol.nuclear_norm
+    assert 0.0 <= sol.nuclear_norm - lower <= 5e-7 * sol.nuclear_norm
     assert sol.gap == pytest.approx((sol.nuclear_norm - lower) / sol.nuclear_norm, abs=1e-12)
 
 
@@ -164,7 +164,7 @@ def test_admm_that_does_not_converge_and_a_bad_method_are_clear_errors(monkeypat
 
     M, mask = _completion_instance(16, 2, 110, 0)
     monkeypatch.setattr(nuclear, "_ADMM_ITERATIONS", 20)
-    with pytest.raises(SolverError, match="ADMM did not reach the duality gap 1e-07 in 20 iter"):
+    with pytest.raises(SolverError, match="ADMM did not reach the duality gap 5e-07 in 20 iter"):
         min_nuclear_norm_completion(M, mask, method="admm")
     with pytest.raises(ConfigError, match="method must be auto, conic or admm"):
         min_nuclear_norm_completion(M, mask, method="scs")
