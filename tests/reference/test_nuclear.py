@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dltheory.errors import ShapeError, SolverError
+from dltheory.errors import ConfigError, ShapeError, SolverError
 from dltheory.reference import min_nuclear_norm, min_nuclear_norm_completion
 
 
@@ -159,8 +159,6 @@ def test_auto_completion_hands_large_problems_to_admm(monkeypatch):
 
 def test_admm_that_does_not_converge_and_a_bad_method_are_clear_errors(monkeypatch):
     import dltheory.reference.nuclear as nuclear
-
-    from dltheory.errors import ConfigError
 
     M, mask = _completion_instance(16, 2, 110, 0)
     monkeypatch.setattr(nuclear, "_ADMM_ITERATIONS", 20)
