@@ -189,3 +189,19 @@ def test_wrong_parameter_shape_raises_shape_error():
         problem.loss(torch.zeros(6, 3, dtype=torch.float64))
     with pytest.raises(ConfigError, match="'U' and 'V'"):
         LowRankApproximation(4, 3, 2, generator=_gen()).loss(torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: MatrixSensing(7, 2, 30, width=5, generator=g),
+    lambda g: AsymmetricMatrixSensing(7, 6, 2, 30, width=4, balance=0.0, generator=g),
+], ids=["symmetric", "asymmetric"])
+def test_closed_form_residual_jacobian_equals_autodiff(make):
+    g = torch.Generator().manual_seed(3)
+    problem = make(g)
+    params = problem.init(g)
+    J = problem.residual_jacobian(params)
+    auto = torch.func.jacrev(problem.residuals)(params)
+    for key in (params if isinstance(params, dict) else [None]):
+        got, want = (J, auto) if key is None else (J[key], auto[key])
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)

@@ -175,8 +175,10 @@ class FlatMinimaRecovery(Claim):
         loss0 = float(problem.loss(zero))
         flat = flattest_minimizer(problem, problem.init(gen, scale=0.1), config["iterations"])
         scales = np.logspace(*_SCALES, config["others"]).tolist()
+        jacobian = getattr(problem, "residual_jacobian", None)  # closed form where there is one
         others = [gauss_newton(problem.residuals,
-                               minimize_lbfgs(problem.loss, problem.init(gen, scale=s), config["iterations"]))
+                               minimize_lbfgs(problem.loss, problem.init(gen, scale=s), config["iterations"]),
+                               jacobian=jacobian)
                   for s in scales]
         metrics = {
             "m": m,

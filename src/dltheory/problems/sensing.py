@@ -107,9 +107,19 @@ class MatrixSensing(_SymmetricSensing):
     def _measure(self, U):
         return torch.einsum("mij,ij->m", self.A, U @ U.mT)
 
+    def residual_jacobian(self, params) -> torch.Tensor:
+        """``∂r_i/∂U = (A_i + A_iᵀ)U``, shape (m, n, width): m batched GEMMs. ``torch.func.
+        jacrev`` of :meth:`residuals` takes 38 ms at n = 30, m = 178 (flat-minima-recovery's
+        full shape), where this takes ~1 ms; Gauss–Newton solvers take it when given."""
+        return self._symmetrized @ self._factor(params)
+
+    @cached_property
+    def _symmetrized(self) -> torch.Tensor:
+        return self.A + self.A.mT
+
     @cached_property
     def _curvature(self):
-        S = self.A + self.A.mT
+        S = self._symmetrized
         return (S @ S).mean(0), torch.diagonal(self.A, dim1=-2, dim2=-1).sum(-1)
 
 
@@ -273,6 +283,13 @@ class AsymmetricMatrixSensing(Problem):
         """``r_i = ⟨A_i, LRᵀ⟩ − y_i``: the data term of the loss is ``½·mean(r²)``."""
         L, R = self._factors(params)
         return bilinear_residuals(self._A_flat, self.y, L, R)
+
+    def residual_jacobian(self, params) -> dict[str, torch.Tensor]:
+        """``∂r_i/∂L = A_i R`` and ``∂r_i/∂R = A_iᵀ L``, shapes (m, n1, width), (m, n2, width).
+        ``torch.func.jacrev`` of :meth:`residuals` takes 126 ms at n = 30, m = 178 (it builds
+        an m × m × n1·n2 product), where this takes ~1 ms."""
+        L, R = self._factors(params)
+        return {"L": self.A @ R, "R": self.A.mT @ L}
 
     def loss(self, params):
         L, R = self._factors(params)
