@@ -194,7 +194,9 @@ def test_wrong_parameter_shape_raises_shape_error():
 @pytest.mark.parametrize("make", [
     lambda g: MatrixSensing(7, 2, 30, width=5, generator=g),
     lambda g: AsymmetricMatrixSensing(7, 6, 2, 30, width=4, balance=0.0, generator=g),
-], ids=["symmetric", "asymmetric"])
+    lambda g: CovarianceEstimation(7, 2, 30, width=5, generator=g),
+    lambda g: QuadraticNetwork(7, 2, 5, 30, generator=g),  # params W = Uᵀ: (width, n)
+], ids=["symmetric", "asymmetric", "covariance", "quadratic-net"])
 def test_closed_form_residual_jacobian_equals_autodiff(make):
     g = torch.Generator().manual_seed(3)
     problem = make(g)
