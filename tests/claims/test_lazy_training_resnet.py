@@ -34,6 +34,22 @@ def test_hand_written_backpropagation_equals_autograd():
     assert torch.allclose(per_seed.sum(), loss)
 
 
+def test_tangent_kernel_equals_the_gram_of_the_autograd_jacobian():
+    # K = J Jᵀ with J's rows ∂f_i/∂(W_in, W) from autograd, one point at a time
+    net = CLAIM.network(SHORT, [0, 1], "cpu")
+    X = torch.randn(2, 5, SHORT["d"], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    W_in = net.W_in.detach().clone().requires_grad_()
+    W = net.W.detach().clone().requires_grad_()
+    f = CLAIM.forward(net, W_in, W, net.a, X)
+    rows = [torch.cat([g.flatten(1) for g in torch.autograd.grad(f[:, i].sum(), (W_in, W),
+                                                                 retain_graph=True)], 1)
+            for i in range(5)]
+    J = torch.stack(rows, 1)
+    K = CLAIM.tangent_kernel(net, W_in.detach(), [W.detach()[:, k] for k in range(SHORT["depth"] - 1)],
+                             net.a, X)
+    torch.testing.assert_close(K, J @ J.mT, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("scaling", ["ntk", "mean-field"])
 def test_batched_seeds_equal_each_seed_run_alone_bit_for_bit(scaling):
     # In float64 and in float32: every GEMM goes through seed_matmul. With plain batched

@@ -132,11 +132,13 @@ class LazyTrainingResNet(Claim):
 
     @staticmethod
     def gradients(net: ResNet, W_in: torch.Tensor, Ws: Sequence[torch.Tensor], a: torch.Tensor,
-                  X: torch.Tensor, y: torch.Tensor):
+                  X: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None = None):
         """Backpropagation of ½‖f(X) − y‖² by hand, each seed its own: the gradient of a
         layer is returned as its two thin factors (left, right), ∇W = leftᵀ right, so the
         caller can fuse the step into one batched GEMM. Returns (input factors, residual
-        factors per layer, loss per seed)."""
+        factors per layer, loss per seed). ``residual``, if given, is backpropagated in
+        place of f(X) − y: with ones, row i of a layer's factors is point i's ∂f_i/∂W =
+        left_iᵀ right_i (see :meth:`tangent_kernel`)."""
         c1 = math.sqrt(net.c_sigma / net.m)
         branch = net.c_res / (net.depth * math.sqrt(net.m))
         z1 = seed_matmul(X, W_in.mT)
@@ -144,7 +146,7 @@ class LazyTrainingResNet(Claim):
         for W_l in Ws:
             zs.append(seed_matmul(hs[-1], W_l.mT))
             hs.append(hs[-1] + branch * seed_map(net.sigma, zs[-1]))
-        r = (hs[-1] * a[:, None, :]).sum(-1) - y
+        r = (hs[-1] * a[:, None, :]).sum(-1) - y if residual is None else residual
         delta = r[..., None] * a[:, None, :]  # ∂/∂x⁽ᴸ⁾, (S, n, m)
         factors = [None] * len(Ws)
         for layer in reversed(range(len(Ws))):
@@ -156,8 +158,25 @@ class LazyTrainingResNet(Claim):
         e1 = c1 * delta * seed_map(torch.sigmoid, z1)
         return (e1, X), factors, 0.5 * (r ** 2).sum(1)
 
+    @classmethod
+    def tangent_kernel(cls, net: ResNet, W_in: torch.Tensor, Ws: Sequence[torch.Tensor],
+                       a: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """The tangent kernel K = J Jᵀ (S, n, n) over every trained weight, without J.
+
+        Point i's gradient in a layer is an outer product left_iᵀ right_i (:meth:`gradients`
+        with unit residuals), so ⟨∂f_i/∂W, ∂f_j/∂W⟩ = ⟨left_i, left_j⟩·⟨right_i, right_j⟩
+        and K = Σ_layers (left leftᵀ) ⊙ (right rightᵀ): O(n²m) a layer. The rows of J are
+        n × depth·m² (at the full profile's m = 4096, depth 6: 33 GB a seed in float64).
+        """
+        ones = torch.ones(X.shape[:2], dtype=X.dtype, device=X.device)
+        first, factors, _ = cls.gradients(net, W_in, Ws, a, X, ones, residual=ones)
+        K = torch.zeros_like(ones[..., None] * ones[:, None, :])
+        for left, right in [first, *factors]:
+            K = K + seed_matmul(left, left.mT) * seed_matmul(right, right.mT)
+        return K
+
     def _run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
-        m, steps, n = config["m"], config["steps"], config["n"]
+        m, steps = config["m"], config["steps"]
         dtype = _DTYPES[config.get("dtype", "float32")]
         data = [self._data(config, s, device) for s in seeds]
         X64 = torch.stack([x for x, _ in data])
@@ -166,17 +185,13 @@ class LazyTrainingResNet(Claim):
         W_in0, W0, a64 = net.W_in.detach(), net.W.detach(), net.a
         out_scale = 1 / math.sqrt(m) if config["scaling"] == "mean-field" else 1.0
 
-        # Step η = 1/λmax(K(0)) of the Du et al. network (float64, one row of J per point).
-        w_in, w = W_in0.clone().requires_grad_(), W0.clone().requires_grad_()
-        u = self.forward(net, w_in, w, a64, X64)
-        rows = []
-        for i in range(n):
-            g_in, g = torch.autograd.grad(u[:, i].sum(), (w_in, w), retain_graph=i < n - 1)
-            rows.append(torch.cat([g_in.flatten(1), g.flatten(1)], 1))
-        J = torch.stack(rows, 1)  # (S, n, P)
-        K0 = seed_matmul(J, J.mT)
+        # Step η = 1/λmax(K(0)) of the Du et al. network (float64).
+        W0_layers = [W0[:, layer].contiguous() for layer in range(net.depth - 1)]
+        K0 = self.tangent_kernel(net, W_in0, W0_layers, a64, X64)
+        del W0_layers
         eta = 1 / torch.linalg.eigvalsh(K0)[:, -1]
-        del J, rows
+        with torch.no_grad():
+            u = self.forward(net, W_in0, W0, a64, X64)
         # Mean-field control: output ×1/√m, step ×m (Chizat et al.'s α = m^{-1/2}).
         lr = (eta * (m if config["scaling"] == "mean-field" else 1)).to(dtype)
 
