@@ -130,20 +130,21 @@ def test_gauss_newton_reaches_a_degenerate_interpolant():
     assert problem.recovery_error(U) <= 1e-8
 
 
-def test_gauss_newton_with_a_closed_form_jacobian_reaches_the_interpolant_jacrev_does():
+def test_gauss_newton_with_closed_form_derivatives_reaches_the_interpolant_jacrev_does():
     # the Jacobian is the only difference: the same steps up to rounding, for a tensor
     # (symmetric) and a dict (asymmetric) of params, whose flattening order must match
     import torch
 
-    from dltheory.claims._flat_minima import gauss_newton
-    from dltheory.problems import AsymmetricMatrixSensing, MatrixSensing
+    from dltheory.claims._flat_minima import closed_forms, gauss_newton
+    from dltheory.problems import AsymmetricMatrixSensing, FactoredRobustPCA, MatrixSensing
 
     gen = torch.Generator().manual_seed(1)
     for problem in (MatrixSensing(6, 1, 25, width=6, generator=gen),
-                    AsymmetricMatrixSensing(6, 5, 1, 25, width=3, balance=0.0, generator=gen)):
+                    AsymmetricMatrixSensing(6, 5, 1, 25, width=3, balance=0.0, generator=gen),
+                    FactoredRobustPCA(6, 5, 1, 0.1, width=3, generator=gen)):  # with J Jᵀ too
         init = problem.init(gen, scale=1.0)
         auto = gauss_newton(problem.residuals, init, iterations=40)
-        closed = gauss_newton(problem.residuals, init, iterations=40, jacobian=problem.residual_jacobian)
+        closed = gauss_newton(problem.residuals, init, iterations=40, **closed_forms(problem))
         assert float(problem.loss(closed)) <= 1e-20
         for key in (init if isinstance(init, dict) else [None]):
             a, c = (auto, closed) if key is None else (auto[key], closed[key])

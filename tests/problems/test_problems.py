@@ -207,3 +207,17 @@ def test_closed_form_residual_jacobian_equals_autodiff(make):
         got, want = (J, auto) if key is None else (J[key], auto[key])
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_robust_pca_closed_form_jacobian_and_gram_equal_autodiff():
+    from dltheory.problems import FactoredRobustPCA
+
+    g = torch.Generator().manual_seed(4)
+    problem = FactoredRobustPCA(6, 5, 1, 0.1, width=3, generator=g)
+    params = problem.init(g)
+    J = problem.residual_jacobian(params)
+    auto = torch.func.jacrev(problem.residuals)(params)
+    for key in params:
+        torch.testing.assert_close(J[key], auto[key], rtol=0, atol=1e-12)
+    flat = torch.cat([auto[k].reshape(30, -1) for k in params], 1)
+    torch.testing.assert_close(problem.residual_gram(params), flat @ flat.mT, rtol=0, atol=1e-12)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from dltheory.claims._flat_minima import flattest_minimizer, gauss_newton, minimize_lbfgs
+from dltheory.claims._flat_minima import closed_forms, flattest_minimizer, gauss_newton, minimize_lbfgs
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
@@ -175,10 +175,9 @@ class FlatMinimaRecovery(Claim):
         loss0 = float(problem.loss(zero))
         flat = flattest_minimizer(problem, problem.init(gen, scale=0.1), config["iterations"])
         scales = np.logspace(*_SCALES, config["others"]).tolist()
-        jacobian = getattr(problem, "residual_jacobian", None)  # closed form where there is one
         others = [gauss_newton(problem.residuals,
                                minimize_lbfgs(problem.loss, problem.init(gen, scale=s), config["iterations"]),
-                               jacobian=jacobian)
+                               **closed_forms(problem))
                   for s in scales]
         metrics = {
             "m": m,

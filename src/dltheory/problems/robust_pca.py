@@ -119,6 +119,26 @@ class FactoredRobustPCA(Problem):
         L, R, P, Q = self._parts(params)
         return (L @ R.mT + self.c * P * Q - self.M).reshape(-1)
 
+    def residual_jacobian(self, params) -> dict[str, torch.Tensor]:
+        """``∂r_ij/∂params`` in closed form, each (n1·n2, *shape): ∂r_ij/∂L_kl = δ_ik R_jl,
+        ∂r_ij/∂R_kl = δ_jk L_il, ∂r_ij/∂P_ij = c·Q_ij, ∂r_ij/∂Q_ij = c·P_ij."""
+        L, R, P, Q = self._parts(params)
+        m = self.n1 * self.n2
+        eye1, eye2 = (torch.eye(k, dtype=L.dtype, device=L.device) for k in (self.n1, self.n2))
+        return {"L": torch.einsum("ik,jl->ijkl", eye1, R).reshape(m, self.n1, self.width),
+                "R": torch.einsum("jk,il->ijkl", eye2, L).reshape(m, self.n2, self.width),
+                "P": torch.diag_embed(self.c * Q.reshape(-1)).reshape(m, self.n1, self.n2),
+                "Q": torch.diag_embed(self.c * P.reshape(-1)).reshape(m, self.n1, self.n2)}
+
+    def residual_gram(self, params) -> torch.Tensor:
+        """``J Jᵀ = I ⊗ RRᵀ + LLᵀ ⊗ I + diag(c²(Q² + P²))`` (n1·n2 square), O(n⁴), where
+        the product of the dense J costs n⁴·(2w + 2n): 2.9 GFLOP at n = 30 (flat-minima-
+        recovery's full shape), the Gauss–Newton stage's whole cost there."""
+        L, R, P, Q = self._parts(params)
+        eye1, eye2 = (torch.eye(k, dtype=L.dtype, device=L.device) for k in (self.n1, self.n2))
+        K = torch.kron(eye1, R @ R.mT) + torch.kron(L @ L.mT, eye2)
+        return K + torch.diag_embed((self.c ** 2 * (P ** 2 + Q ** 2)).reshape(-1))
+
     def loss(self, params):
         return 0.5 * (self.residuals(params) ** 2).mean()
 
