@@ -44,7 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from dltheory.claims._flat_minima import flattest_minimizer, gauss_newton, minimize_lbfgs
+from dltheory.claims._flat_minima import closed_forms, flattest_minimizer, gauss_newton, minimize_lbfgs
 from dltheory.claims.base import Claim, Outcome, Results, Verdict
 from dltheory.engine import Sweep
 from dltheory.errors import ConfigError
@@ -174,7 +174,8 @@ class FlatMinimaDepth(Claim):
         init_gen = self.generator(config, seed, device)
         flat = flattest_minimizer(problem, problem.init(init_gen, scale=_FLAT_INIT), config["iterations"])
         other = gauss_newton(problem.residuals, minimize_lbfgs(
-            problem.loss, problem.init(init_gen, scale=_OTHER_INIT), config["iterations"]))
+            problem.loss, problem.init(init_gen, scale=_OTHER_INIT), config["iterations"]),
+            **closed_forms(problem))
         X_cvx, trace_cvx = weighted_nuclear_minimizer(problem)
         X_flat = problem.end_to_end(flat).detach().cpu().numpy()
         metrics = {

@@ -132,12 +132,12 @@ class LazyTrainingResNet(Claim):
 
     @staticmethod
     def gradients(net: ResNet, W_in: torch.Tensor, Ws: Sequence[torch.Tensor], a: torch.Tensor,
-                  X: torch.Tensor, y: torch.Tensor, residual: torch.Tensor | None = None):
+                  X: torch.Tensor, y: torch.Tensor | None, residual: torch.Tensor | None = None):
         """Backpropagation of ½‖f(X) − y‖² by hand, each seed its own: the gradient of a
         layer is returned as its two thin factors (left, right), ∇W = leftᵀ right, so the
         caller can fuse the step into one batched GEMM. Returns (input factors, residual
         factors per layer, loss per seed). ``residual``, if given, is backpropagated in
-        place of f(X) − y: with ones, row i of a layer's factors is point i's ∂f_i/∂W =
+        place of f(X) − y (``y`` is then unused): with ones, row i of a layer's factors is point i's ∂f_i/∂W =
         left_iᵀ right_i (see :meth:`tangent_kernel`)."""
         c1 = math.sqrt(net.c_sigma / net.m)
         branch = net.c_res / (net.depth * math.sqrt(net.m))
@@ -169,11 +169,9 @@ class LazyTrainingResNet(Claim):
         n × depth·m² (at the full profile's m = 4096, depth 6: 33 GB a seed in float64).
         """
         ones = torch.ones(X.shape[:2], dtype=X.dtype, device=X.device)
-        first, factors, _ = cls.gradients(net, W_in, Ws, a, X, ones, residual=ones)
-        K = torch.zeros_like(ones[..., None] * ones[:, None, :])
-        for left, right in [first, *factors]:
-            K = K + seed_matmul(left, left.mT) * seed_matmul(right, right.mT)
-        return K
+        first, factors, _ = cls.gradients(net, W_in, Ws, a, X, None, residual=ones)
+        return sum(seed_matmul(left, left.mT) * seed_matmul(right, right.mT)
+                   for left, right in [first, *factors])
 
     def _run_batch(self, config: Mapping[str, Any], seeds: Sequence[int], device: str):
         m, steps = config["m"], config["steps"]

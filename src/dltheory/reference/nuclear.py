@@ -174,9 +174,10 @@ def min_nuclear_norm_completion(M_observed, mask, *, psd: bool = False, tol: flo
     if method not in ("auto", "conic", "admm"):
         raise ConfigError(f"min_nuclear_norm_completion: method must be auto, conic or admm, "
                           f"got {method!r}")
-    if method == "admm" or (method == "auto" and mask.size > _CONIC_ENTRIES):
-        return _admm_completion(M_observed, mask, psd, tol)
     measure, y = (lambda M: _vec(M)[index]), M_observed.reshape(-1)[index]
+    if method == "admm" or (method == "auto" and mask.size > _CONIC_ENTRIES):
+        M, lam = _admm_completion(M_observed, mask, psd, tol)
+        return _certify(M, lam, measure, y, psd, tol, adjoint=adjoint)
     return _solve(_program(mask.shape, psd, measure, y), measure, y, psd, tol, adjoint=adjoint)
 
 
@@ -197,15 +198,15 @@ _ADMM_CHECK_EVERY = 10
 # (n = 100, rank 5, 1500–2500 entries; 30 × 30, PSD and not): 58 395 iterations in all at
 # α = 1, 39 345 at 1.6, 35 775 at 1.8, fewer for every instance.
 _ADMM_RELAXATION = 1.8
-# Anderson memory and restart factor. Without acceleration the deep factorization's full
-# instances (n = 100, rank 5, 1500–4000 entries, 5 seeds) took 124 s, up to 22 800
-# iterations; with memory 10 (no restart) 33 s, at most 3 020, fewer for every instance.
+# Anderson memory. Without acceleration the deep factorization's full instances (n = 100,
+# rank 5, 1500–4000 entries, 5 seeds) took 124 s, up to 22 800 iterations; with memory 10
+# 33 s, at most 3 020, fewer for every instance.
 _ANDERSON_MEMORY = 10
-_ANDERSON_RESTART = 10.0
 
 
-def _admm_completion(M_observed, mask, psd: bool, tol: float) -> NuclearNormSolution:
-    """min ‖X‖_* (tr X, X ⪰ 0 if ``psd``) s.t. P_Ω(X) = b, by ADMM on the split X = Y:
+def _admm_completion(M_observed, mask, psd: bool, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """min ‖X‖_* (tr X, X ⪰ 0 if ``psd``) s.t. P_Ω(X) = b, by ADMM on the split X = Y;
+    returns the answer M and its multipliers λ on Ω, for :func:`_certify`:
 
         X ← prox_{‖·‖_*/ρ}(Y − Λ/ρ)     (singular value thresholding at 1/ρ)
         X̂ ← αX + (1 − α)Y               (over-relaxation)
@@ -223,7 +224,7 @@ def _admm_completion(M_observed, mask, psd: bool, tol: float) -> NuclearNormSolu
     At a fixed point −Λ ∈ ∂‖X‖_*, so λ = −Λ_Ω = ρ(z_Ω − b) is a dual point; scaled by
     max(1, ‖P_Ω*(λ)‖_op) it is exactly feasible, and Y meets the data exactly, so
     ‖Y‖_* − ⟨λ, b⟩ bounds Y's suboptimality. The iterations stop when that relative gap is
-    below ``_ADMM_TARGET · tol``; the answer then goes through the same check as the
+    below ``_ADMM_TARGET · tol``; the caller then checks the answer as it checks the
     interior point's. With ``psd`` the answer is X (PSD, meeting the data to the residual
     checked) and the dual is scaled to P_Ω*(λ) ⪯ I.
 
@@ -267,39 +268,26 @@ def _admm_completion(M_observed, mask, psd: bool, tol: float) -> NuclearNormSolu
         raise SolverError(f"min_nuclear_norm_completion: ADMM did not reach the duality gap "
                           f"{_ADMM_TARGET * tol:.0e} in {_ADMM_ITERATIONS} iterations (gap "
                           f"{gap:.1e}, residual {residual:.1e}); method='conic' may")
-    index = np.flatnonzero(mask.reshape(-1))
-
-    def adjoint(lam):
-        out = np.zeros(mask.size)
-        out[index] = lam
-        return out.reshape(mask.shape)
-
-    y = M_observed.reshape(-1)[index]
     M = M * scale
     if not psd:
         M[mask] = M_observed[mask]  # the data exactly, not to the rounding of ·/scale·scale
-    return _certify(M, lam, lambda M: M.reshape(-1)[index], y, psd, tol, adjoint=adjoint)
+    return M, lam
 
 
 class _Anderson:
     """Type-II Anderson acceleration of a fixed-point iteration z ← g(z): the next z is
     g(z) − ΔG γ, γ the least-squares fit of the residual f = g(z) − z by the last
-    ``memory`` residual differences ΔF. The history is dropped when a residual grows past
-    ``_ANDERSON_RESTART`` times the smallest since the last drop (the plain step resumes)."""
+    ``memory`` residual differences ΔF (the plain step g(z) while there are none)."""
 
     def __init__(self, memory: int):
         self.memory = memory
         self.clear()
 
     def clear(self) -> None:
-        self.dF, self.dG, self.last, self.best = [], [], None, np.inf
+        self.dF, self.dG, self.last = [], [], None
 
     def step(self, z: np.ndarray, g: np.ndarray) -> np.ndarray:
         f, gv = (g - z).reshape(-1), g.reshape(-1)
-        norm = float(np.linalg.norm(f))
-        if norm > _ANDERSON_RESTART * self.best:
-            self.clear()
-        self.best = min(self.best, norm)
         if self.last is not None:
             self.dF.append(f - self.last[0])
             self.dG.append(gv - self.last[1])
